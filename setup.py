@@ -1,0 +1,57 @@
+"""pip/setuptools entry for vggt_ros.
+
+On a ROS 2 workspace the package is built by colcon through CMakeLists.txt (ament_cmake, which also
+generates the custom messages); this file serves `pip install -e .` for the ROS-free core, the model
+and the offline tools.
+"""
+
+from setuptools import find_packages, setup
+
+ROS_WHEELS = [
+    # Third-party PyPI wheels of ROS 2 Jazzy, pinned; used by the tests only (a real ROS install
+    # provides rclpy and the messages itself).
+    "ros-jazzy-rclpy[fastrtps]==7.1.6",
+    "ros-jazzy-sensor-msgs==5.3.6",
+    "ros-jazzy-nav-msgs==5.3.6",
+    "ros-jazzy-geometry-msgs==5.3.6",
+    "ros-jazzy-std-srvs==5.3.6",
+    "ros-jazzy-diagnostic-msgs==5.3.6",
+]
+
+setup(
+    name="vggt_ros",
+    version="0.1.0",
+    description="ROS 2 perception with VGGT: camera poses, depth, point clouds and tracks from a camera stream",
+    license="Apache-2.0",
+    packages=find_packages(include=["vggt_ros", "vggt_ros.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch==2.13.0",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "opencv-python-headless>=4.8",
+        "pillow>=9.1",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.20",
+        "rosbags==0.11.9",
+        "pyyaml>=6.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff==0.17.6", "mcap-ros2-support==0.6.0", *ROS_WHEELS],
+        "ros-wheels": ROS_WHEELS,
+        # evo is GPL-3.0: optional, only for the independent trajectory check.
+        "evo": ["evo==1.38.1"],
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/vggt_ros"]),
+        ("share/vggt_ros", ["package.xml"]),
+    ],
+    entry_points={
+        "console_scripts": [
+            "vggt-ros-replay = vggt_ros.bag.replay:main",
+            "vggt-ros-node = vggt_ros.ros.node:main",
+        ],
+    },
+)
