@@ -42,7 +42,9 @@ class Predictor(Protocol):
 
     ``frame_keys`` are stable ids of the frames (the stream uses stamps in ns): the engine uses them
     to reuse per-frame work across overlapping windows, the oracle to look up ground truth.
-    ``query_points`` are (x, y) pixels at the *network* resolution in frame 0 of the window.
+    ``query_points`` are (x, y) pixels of frame 0 of the window at the *camera's own* resolution;
+    the predictor maps them to its input. The returned ``Prediction.tracks``/``query_points`` are at
+    the network resolution (map back with ``Prediction.preprocess[s]``).
     """
 
     def predict(
