@@ -1,0 +1,313 @@
+"""ROS package files: the custom message, package.xml, CMakeLists.txt, entry scripts, launch, RViz, Docker.
+
+The message is checked three independent ways: parsed by rosbags (CDR round trip), decoded by
+mcap_ros2 from an MCAP schema, and compiled by the real rosidl toolchain (rosidl_adapter ->
+rosidl_generator_py) into an rclpy message class that the conversions fill with strict field checks.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import py_compile
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vggt_ros.core.types import TrackOutput
+from vggt_ros.ros import conversions as conv
+
+ROOT = Path(__file__).resolve().parents[1]
+MSG = ROOT / "msg" / "KeypointTracks.msg"
+
+
+def tracks() -> TrackOutput:
+    rng = np.random.default_rng(11)
+    s, n = 3, 4
+    return TrackOutput(
+        stamps_ns=[10_000_000_000 + 50_000_000 * i for i in range(s)],
+        query_frame_index=2,
+        track_ids=np.array([3, 1, 4, 1_000_000_000_007], dtype=np.int64),
+        positions=rng.uniform(-5, 700, size=(s, n, 2)).astype(np.float32),
+        visibility=rng.uniform(size=(s, n)).astype(np.float32),
+        confidence=rng.uniform(size=(s, n)).astype(np.float32),
+        frame_id="cam_optical",
+    )
+
+
+def assert_tracks_equal(a: TrackOutput, b: TrackOutput) -> None:
+    assert a.stamps_ns == b.stamps_ns
+    assert a.query_frame_index == b.query_frame_index and a.frame_id == b.frame_id
+    for name in ("track_ids", "positions", "visibility", "confidence"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------ message
+
+
+def test_msg_file_is_the_embedded_definition():
+    assert MSG.read_text() == conv.KEYPOINT_TRACKS_MSG
+
+
+def test_msg_fields_and_layout_documented():
+    text = MSG.read_text()
+    fields = [line.split()[:2] for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert fields == [
+        ["std_msgs/Header", "header"],
+        ["builtin_interfaces/Time[]", "stamps"],
+        ["uint32", "query_frame_index"],
+        ["int64[]", "track_ids"],
+        ["uint32", "num_frames"],
+        ["uint32", "num_tracks"],
+        ["float32[]", "positions"],
+        ["float32[]", "visibility"],
+        ["float32[]", "confidence"],
+    ]
+    assert "[num_frames][num_tracks][2]" in text and "row-major" in text
+
+
+def test_msg_parsed_by_rosbags_roundtrip():
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts.register(get_types_from_msg(MSG.read_text(), "vggt_ros/msg/KeypointTracks"))
+    ref = tracks()
+    msg = conv.to_rosbags(ts, "vggt_ros/msg/KeypointTracks", conv.keypoint_tracks_fields(ref))
+    raw = ts.serialize_cdr(msg, "vggt_ros/msg/KeypointTracks")
+    assert_tracks_equal(
+        conv.keypoint_tracks_msg_to_output(ts.deserialize_cdr(raw, "vggt_ros/msg/KeypointTracks")), ref
+    )
+
+
+def test_msg_in_mcap_decoded_by_mcap_ros2(tmp_path):
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    conv.register_custom_types(ts)
+    conv.register_custom_types(ts)  # idempotent
+    ref = tracks()
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        con = writer.add_connection("/vggt/tracks", conv.KEYPOINT_TRACKS_TYPE, typestore=ts)
+        msg = conv.to_rosbags(ts, conv.KEYPOINT_TRACKS_TYPE, conv.keypoint_tracks_fields(ref))
+        writer.write(con, ref.stamps_ns[-1], ts.serialize_cdr(msg, conv.KEYPOINT_TRACKS_TYPE))
+    (path,) = (tmp_path / "bag").glob("*.mcap")
+    with open(path, "rb") as fh:
+        decoded = [
+            (s, d)
+            for s, _c, _m, d in make_reader(fh, decoder_factories=[DecoderFactory()]).iter_decoded_messages()
+        ]
+    assert len(decoded) == 1
+    schema, msg = decoded[0]
+    assert schema.name == "vggt_ros/msg/KeypointTracks" and schema.encoding == "ros2msg"
+    assert_tracks_equal(conv.keypoint_tracks_msg_to_output(msg), ref)
+
+
+def test_msg_compiles_with_rosidl_and_fills_rclpy_class(tmp_path):
+    """msg -> IDL (rosidl_adapter) -> Python class (rosidl_generator_py), as colcon would build it."""
+    adapter = pytest.importorskip("rosidl_adapter.msg")
+    generator = pytest.importorskip("rosidl_generator_py")
+    share = Path(sys.prefix) / "share"
+    deps = {
+        "std_msgs": share / "std_msgs/msg/Header.idl",
+        "builtin_interfaces": share / "builtin_interfaces/msg/Time.idl",
+    }
+    templates = share / "rosidl_generator_py/resource"
+    if not templates.is_dir() or not all(p.is_file() for p in deps.values()):
+        pytest.skip("rosidl templates / dependency IDLs not installed")
+    adapter.convert_msg_to_idl(ROOT, "vggt_ros", Path("msg/KeypointTracks.msg"), tmp_path / "idl" / "msg")
+    args = tmp_path / "args.json"
+    args.write_text(
+        json.dumps(
+            {
+                "package_name": "vggt_ros",
+                "idl_tuples": [f"{tmp_path / 'idl'}:msg/KeypointTracks.idl"],
+                "ros_interface_dependencies": [f"{k}:{v}" for k, v in deps.items()],
+                "output_dir": str(tmp_path / "py"),
+                "template_dir": str(templates),
+                "target_dependencies": [],
+            }
+        )
+    )
+    generator.generate_py(str(args), ["c"])
+    spec = importlib.util.spec_from_file_location(
+        "_vggt_keypoint_tracks", tmp_path / "py/msg/_keypoint_tracks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cls = module.KeypointTracks
+    assert cls.get_fields_and_field_types()["positions"] == "sequence<float>"
+    assert os.environ.get("ROS_PYTHON_CHECK_FIELDS") == "1"
+    ref = tracks()
+    msg = conv.to_rclpy(cls, conv.keypoint_tracks_fields(ref))
+    assert msg.positions.typecode == "f" and msg.track_ids.typecode == "q"
+    assert_tracks_equal(conv.keypoint_tracks_msg_to_output(msg), ref)
+    with pytest.raises(AssertionError):  # strict checks really are on for this class
+        msg.num_frames = 1.5
+
+
+# ---------------------------------------------------------------------------------------- package.xml
+
+
+def test_package_xml():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "vggt_ros"
+    assert root.find("export/build_type").text == "ament_cmake"
+    assert root.findtext("member_of_group") == "rosidl_interface_packages"
+
+    def tags(*names):
+        return {e.text for n in names for e in root.findall(n)}
+
+    assert {"ament_cmake", "ament_cmake_python", "rosidl_default_generators"} <= tags("buildtool_depend")
+    run = tags("depend", "exec_depend")
+    assert {
+        "rosidl_default_runtime",
+        "rclpy",
+        "std_msgs",
+        "builtin_interfaces",
+        "sensor_msgs",
+        "geometry_msgs",
+        "nav_msgs",
+        "std_srvs",
+        "diagnostic_msgs",
+        "tf2_ros",
+        "tf2_msgs",
+        "launch",
+        "launch_ros",
+        "rviz2",
+        "python3-numpy",
+        "python3-scipy",
+        "python3-opencv",
+        "python3-yaml",
+        "python3-pil",
+        "python3-tqdm",
+        "python3-matplotlib",
+    } <= run
+    assert {"std_msgs", "builtin_interfaces"} <= tags("depend", "build_depend")  # needed by rosidl at build
+    assert root.findtext("license")
+    # same version as the pip package
+    setup_py = (ROOT / "setup.py").read_text()
+    assert f'version="{root.findtext("version")}"' in setup_py
+
+
+# -------------------------------------------------------------------------------------- CMakeLists.txt
+
+
+def test_cmakelists():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert "project(vggt_ros)" in text
+    m = re.search(r"rosidl_generate_interfaces\(\$\{PROJECT_NAME\}(.*?)\)", text, re.S)
+    assert m and '"msg/KeypointTracks.msg"' in m.group(1)
+    assert re.search(r"DEPENDENCIES\s+std_msgs\s+builtin_interfaces", m.group(1))
+    # the Python package is installed after (and not with a second ament_python_install_package call)
+    assert text.index("rosidl_generate_interfaces") < text.index("DIRECTORY vggt_ros/")
+    assert "ament_python_install_package(" not in re.sub(r"#.*", "", text)
+    assert re.search(
+        r"PROGRAMS\s+scripts/vggt_node\s+scripts/replay\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}", text
+    )
+    assert re.search(r"DIRECTORY\s+launch\s+config\s+DESTINATION\s+share/\$\{PROJECT_NAME\}", text)
+    assert text.rstrip().endswith("ament_package()")
+    for path in (
+        "msg/KeypointTracks.msg",
+        "scripts/vggt_node",
+        "scripts/replay",
+        "launch",
+        "config",
+        "vggt_ros",
+    ):
+        assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize(
+    ("script", "module"), [("vggt_node", "vggt_ros.ros.node"), ("replay", "vggt_ros.bag.replay")]
+)
+def test_entry_scripts(script, module):
+    path = ROOT / "scripts" / script
+    assert os.access(path, os.X_OK), f"{path} is not executable"
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env python3\n")
+    tree = ast.parse(text)
+    imports = [(n.module, [a.name for a in n.names]) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert (module, ["main"]) in imports
+
+
+# -------------------------------------------------------------------------------------------- launch
+
+
+def test_launch_file_compiles_and_declares_arguments(tmp_path):
+    path = ROOT / "launch" / "vggt.launch.py"
+    py_compile.compile(str(path), cfile=str(tmp_path / "launch.pyc"), doraise=True)
+    tree = ast.parse(path.read_text())
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in funcs
+    # declared arguments: the ARGUMENTS table, (name, default, description) per entry
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS")
+    names = {e.elts[0].value: e.elts[1] for e in table.elts}
+    assert set(names) == {
+        "image_topic",
+        "camera_info_topic",
+        "checkpoint",
+        "params_file",
+        "namespace",
+        "use_sim_time",
+        "rviz",
+    }
+    assert names["rviz"].value == "false" and names["use_sim_time"].value == "false"
+    src = path.read_text()
+    for needle in (
+        'package="vggt_ros"',
+        'executable="vggt_node"',
+        '("image", image_topic)',
+        '("camera_info", arg("camera_info_topic"))',
+        'executable="rviz2"',
+        "IfCondition",
+        '"config", "vggt.yaml"',
+        '"config", "vggt.rviz"',
+    ):
+        assert needle in src, needle
+
+
+# ---------------------------------------------------------------------------------------------- rviz
+
+
+def test_rviz_config():
+    cfg = yaml.safe_load((ROOT / "config" / "vggt.rviz").read_text())
+    manager = cfg["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "map"
+    displays = {d["Name"]: d for d in manager["Displays"]}
+    classes = [d["Class"] for d in manager["Displays"]]
+    for cls in ("rviz_default_plugins/TF", "rviz_default_plugins/Image", "rviz_default_plugins/Path"):
+        assert cls in classes
+    assert classes.count("rviz_default_plugins/PointCloud2") == 2
+    topics = {name: d["Topic"]["Value"] for name, d in displays.items() if "Topic" in d}
+    assert topics == {
+        "Depth": "/vggt/depth/image",
+        "Points (current frame)": "/vggt/points",
+        "Map": "/vggt/map",
+        "Path": "/vggt/path",
+    }
+    assert displays["Map"]["Topic"]["Durability Policy"] == "Transient Local"
+    assert all(displays[n]["Color Transformer"] == "RGB8" for n in ("Map", "Points (current frame)"))
+
+
+# -------------------------------------------------------------------------------------------- docker
+
+
+def test_dockerfile():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM ros:jazzy", text, re.M)
+    assert "ARG TORCH_VERSION=2.13.0" in text and '"torch==${TORCH_VERSION}"' in text
+    assert "download.pytorch.org/whl/cu12" in text
+    assert "rosdep install --from-paths src" in text
+    assert "colcon build --packages-select vggt_ros" in text
+    assert "source /ws/install/setup.bash" in text and "ENTRYPOINT" in text

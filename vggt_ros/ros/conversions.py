@@ -1,0 +1,994 @@
+"""Numpy <-> ROS message *fields*, without importing ROS.
+
+One code path for the rclpy node and the offline bag tools: every ``*_fields`` function returns a
+plain nested ``dict`` of field values (numpy arrays for numeric sequences, ints, floats, strings,
+nested dicts for sub-messages, lists of dicts for message sequences). Two thin builders turn such a
+dict into a real message:
+
+* :func:`to_rclpy` for rclpy message classes (sequences become ``array.array`` of the right type
+  code, fixed arrays numpy arrays of the right dtype, so ``ROS_PYTHON_CHECK_FIELDS=1`` passes and
+  large payloads are copied once, never iterated in Python);
+* :func:`to_rosbags` for ``rosbags`` typestore dataclasses (numpy arrays for numeric sequences),
+  which the bag tools serialise to CDR.
+
+The readers (``image_to_rgb``, ``pointcloud2_to_xyz_rgb``, ``*_msg_*`` helpers) are duck-typed: they
+accept rclpy messages, rosbags dataclasses and ``mcap_ros2`` decoded objects alike, and always return
+new arrays (never views of a message buffer). :func:`msg_to_fields` turns any of them back into a
+fields dict (so ``to_rosbags(ts, t, msg_to_fields(rclpy_msg))`` converts between flavours).
+
+Fields may share memory with the arrays they were made from (e.g. ``depth_image_fields`` views the
+depth array): :func:`to_rclpy` copies, rosbags messages keep the view, so serialise them before
+mutating the inputs. Custom type: ``vggt_ros/msg/KeypointTracks`` (register it in a rosbags
+typestore with :func:`register_custom_types`).
+
+Conventions: REP 103 (metres, right-handed), REP 118 depth (``32FC1`` metres, NaN = invalid,
+little-endian), quaternions ``(x, y, z, w)``, poses as 4x4 ``parent_T_child`` float64 matrices,
+stamps as integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import array
+import dataclasses
+import importlib
+import logging
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from vggt_ros.core.types import TrackOutput
+
+logger = logging.getLogger(__name__)
+
+if sys.byteorder != "little":  # pragma: no cover - every ROS 2 tier-1 platform is little-endian
+    raise ImportError("vggt_ros.ros.conversions assumes a little-endian host")
+
+Fields = dict[str, Any]
+
+# ---------------------------------------------------------------------------------------------------
+# Stamps and headers
+# ---------------------------------------------------------------------------------------------------
+
+NS_PER_S = 1_000_000_000
+
+
+def ns_to_stamp(stamp_ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 1e9`` (floor division, so a
+    negative time still has a valid nanosec)."""
+    sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
+    if not -(2**31) <= sec < 2**31:
+        raise ValueError(f"stamp {stamp_ns} ns does not fit builtin_interfaces/Time (int32 seconds)")
+    return sec, nanosec
+
+
+def stamp_to_ns(sec: int, nanosec: int) -> int:
+    """``(sec, nanosec)`` -> integer nanoseconds (exact, no float rounding)."""
+    return int(sec) * NS_PER_S + int(nanosec)
+
+
+def time_fields(stamp_ns: int) -> Fields:
+    """``builtin_interfaces/Time`` fields."""
+    sec, nanosec = ns_to_stamp(stamp_ns)
+    return {"sec": sec, "nanosec": nanosec}
+
+
+def header_fields(stamp_ns: int, frame_id: str) -> Fields:
+    """``std_msgs/Header`` fields."""
+    return {"stamp": time_fields(stamp_ns), "frame_id": str(frame_id)}
+
+
+def stamp_ns_of(obj: Any) -> int:
+    """Nanoseconds of a Time-like object (``.sec``/``.nanosec``), a header (``.stamp``) or a stamped
+    message (``.header.stamp``); also accepts the equivalent dicts."""
+    for path in ((), ("stamp",), ("header", "stamp")):
+        cur = obj
+        try:
+            for name in path:
+                cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+            if isinstance(cur, Mapping):
+                return stamp_to_ns(cur["sec"], cur["nanosec"])
+            return stamp_to_ns(cur.sec, cur.nanosec)
+        except (AttributeError, KeyError, TypeError):
+            continue
+    raise TypeError(f"cannot find a stamp in {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------
+
+
+class UnsupportedEncoding(ValueError):
+    """An image encoding (or compressed format) this package cannot turn into RGB/depth."""
+
+    def __init__(self, encoding: str, hint: str = "") -> None:
+        self.encoding = encoding
+        msg = f"unsupported image encoding {encoding!r}"
+        super().__init__(f"{msg}: {hint}" if hint else msg)
+
+
+# encoding -> (channels, OpenCV conversion code to RGB or None when already RGB); all 8-bit.
+_COLOR_ENCODINGS: dict[str, tuple[int, str | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, "COLOR_BGR2RGB"),
+    "rgba8": (4, "COLOR_RGBA2RGB"),
+    "bgra8": (4, "COLOR_BGRA2RGB"),
+    "mono8": (1, "COLOR_GRAY2RGB"),
+    "8uc1": (1, "COLOR_GRAY2RGB"),
+}
+_DEPTH_ENCODINGS = {"16uc1", "mono16", "32fc1"}
+RGB_ENCODINGS = tuple(k for k in _COLOR_ENCODINGS if k != "8uc1")
+
+
+def as_uint8_buffer(data: Any) -> np.ndarray:
+    """Any message byte payload (``bytes``, ``array.array``, numpy array, list of ints) as a flat
+    uint8 numpy array, without copying when the input exposes a buffer."""
+    if isinstance(data, np.ndarray):
+        if data.dtype == np.uint8:
+            return data.reshape(-1)
+        return np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def _rows(data: Any, height: int, width: int, step: int, bytes_per_pixel: int, what: str) -> np.ndarray:
+    """``[height, width * bytes_per_pixel]`` uint8 view of a row-padded image payload."""
+    height, width, step = int(height), int(width), int(step)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"{what}: zero-size image ({height}x{width})")
+    row_bytes = width * bytes_per_pixel
+    if step < row_bytes:
+        raise ValueError(f"{what}: step {step} < width {width} * {bytes_per_pixel} bytes per pixel")
+    buf = as_uint8_buffer(data)
+    need = step * (height - 1) + row_bytes
+    if buf.size < need:
+        raise ValueError(
+            f"{what}: {buf.size} data bytes, expected at least {need} ({height} rows x step {step})"
+        )
+    # Strided view: row r starts at r * step; padding bytes at the end of each row are skipped.
+    return np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1), writeable=False)
+
+
+def image_to_rgb(
+    encoding: str, height: int, width: int, step: int, data: Any, is_bigendian: int = 0
+) -> np.ndarray:
+    """``sensor_msgs/Image`` fields -> contiguous HxWx3 uint8 RGB (a copy, safe to keep).
+
+    Supports rgb8, bgr8, rgba8, bgra8 (alpha dropped), mono8/8UC1 (grey replicated); ``step``
+    padding is honoured. Depth encodings (16UC1, mono16, 32FC1) are refused with
+    :class:`UnsupportedEncoding` (use :func:`image_to_depth`), as is anything else (Bayer, YUV, ...).
+    ``is_bigendian`` is irrelevant for 8-bit data.
+    """
+    enc = str(encoding).strip().lower()
+    if enc not in _COLOR_ENCODINGS:
+        if enc in _DEPTH_ENCODINGS:
+            raise UnsupportedEncoding(encoding, "this is a depth/16-bit encoding, not a colour image "
+                                      "(use image_to_depth)")
+        raise UnsupportedEncoding(encoding, f"supported colour encodings: {', '.join(RGB_ENCODINGS)}")
+    import cv2
+
+    channels, to_rgb = _COLOR_ENCODINGS[enc]
+    rows = _rows(data, height, width, step, channels, f"image ({encoding})")
+    px = rows.reshape(int(height), int(width), channels)  # a view honouring the row step
+    if to_rgb is None:
+        return np.array(px, order="C")  # copy: never hand out a view of the message buffer
+    return cv2.cvtColor(px, getattr(cv2, to_rgb))  # SIMD channel reorder into a new array
+
+
+def compressed_to_rgb(format: str, data: Any) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> HxWx3 uint8 RGB via OpenCV."""
+    import cv2
+
+    fmt = str(format).lower()
+    if "compresseddepth" in fmt:
+        raise UnsupportedEncoding(format, "compressedDepth images are depth, not colour")
+    if not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise UnsupportedEncoding(format, "CompressedImage format must name jpeg or png")
+    buf = as_uint8_buffer(data)
+    if buf.size == 0:
+        raise ValueError(f"compressed image ({format}): empty data")
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+    if img is None or img.size == 0:
+        raise ValueError(f"compressed image ({format}): OpenCV could not decode {buf.size} bytes")
+    return img if rgb_flag is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def image_msg_to_rgb(msg: Any) -> np.ndarray:
+    """An Image or CompressedImage message (any flavour: rclpy, rosbags, mcap_ros2) -> HxWx3 RGB."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb(msg.format, msg.data)
+    return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
+
+
+def image_to_depth(
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    data: Any,
+    is_bigendian: int = 0,
+    uint16_scale: float = 0.001,
+) -> np.ndarray:
+    """Depth image fields -> HxW float32 metres, NaN = invalid (REP 118).
+
+    32FC1 is taken as metres (non-finite stays NaN/inf as published); 16UC1/mono16 are multiplied by
+    ``uint16_scale`` (millimetres by default) and 0 becomes NaN. Either byte order is accepted.
+    """
+    enc = str(encoding).strip().lower()
+    if enc == "32fc1":
+        dtype = np.dtype(">f4" if is_bigendian else "<f4")
+    elif enc in ("16uc1", "mono16"):
+        dtype = np.dtype(">u2" if is_bigendian else "<u2")
+    else:
+        raise UnsupportedEncoding(encoding, "supported depth encodings: 32FC1 (metres), 16UC1/mono16")
+    rows = _rows(data, height, width, step, dtype.itemsize, f"depth image ({encoding})")
+    values = np.ascontiguousarray(rows).view(dtype).reshape(int(height), int(width))
+    if enc == "32fc1":
+        return values.astype(np.float32)
+    depth = values.astype(np.float32) * np.float32(uint16_scale)
+    depth[values == 0] = np.nan
+    return depth
+
+
+def depth_msg_to_array(msg: Any, uint16_scale: float = 0.001) -> np.ndarray:
+    """A depth Image message -> HxW float32 metres (see :func:`image_to_depth`)."""
+    return image_to_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian,
+                          uint16_scale)
+
+
+def rgb_image_fields(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
+    """``sensor_msgs/Image`` fields (rgb8) from HxWx3 uint8."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb image must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": h,
+        "width": w,
+        "encoding": "rgb8",
+        "is_bigendian": 0,
+        "step": 3 * w,
+        "data": np.ascontiguousarray(rgb).reshape(-1),
+    }
+
+
+def float_image_fields(image: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
+    """``sensor_msgs/Image`` fields (32FC1, little-endian, step = 4 * width) from HxW float."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"32FC1 image must be HxW, got shape {image.shape}")
+    h, w = image.shape
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": h,
+        "width": w,
+        "encoding": "32FC1",
+        "is_bigendian": 0,
+        "step": 4 * w,
+        "data": np.ascontiguousarray(image, dtype="<f4").view(np.uint8).reshape(-1),
+    }
+
+
+def depth_image_fields(depth: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
+    """REP 118 depth image fields: 32FC1 metres (or the window's units), NaN = invalid."""
+    return float_image_fields(depth, stamp_ns, frame_id)
+
+
+def confidence_image_fields(conf: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
+    """Per-pixel confidence as a 32FC1 image (same layout as the depth image)."""
+    return float_image_fields(conf, stamp_ns, frame_id)
+
+
+# ---------------------------------------------------------------------------------------------------
+# CameraInfo
+# ---------------------------------------------------------------------------------------------------
+
+
+class UncalibratedCamera(ValueError):
+    """CameraInfo without usable intrinsics (K all zero or non-positive focal lengths)."""
+
+
+def camera_info_fields(
+    K: np.ndarray,
+    height: int,
+    width: int,
+    stamp_ns: int,
+    frame_id: str,
+    distortion: np.ndarray | None = None,
+    distortion_model: str = "plumb_bob",
+) -> Fields:
+    """``sensor_msgs/CameraInfo`` fields for a pinhole camera: D zeros (5, plumb_bob) unless given,
+    R identity, P = [K | 0] (monocular)."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all():
+        raise ValueError(f"K must be a finite 3x3 matrix, got shape {K.shape}")
+    if int(height) <= 0 or int(width) <= 0:
+        raise ValueError(f"camera size must be positive, got {height}x{width}")
+    d = np.zeros(5) if distortion is None else np.asarray(distortion, dtype=np.float64).reshape(-1)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": int(height),
+        "width": int(width),
+        "distortion_model": str(distortion_model),
+        "d": d.astype(np.float64),
+        "k": K.reshape(-1).copy(),
+        "r": np.eye(3).reshape(-1),
+        "p": P.reshape(-1),
+    }
+
+
+def camera_info_to_intrinsics(k: Any, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """CameraInfo ``k`` (9 values, row-major) and size -> (3x3 float64 K, (height, width)).
+
+    Raises :class:`UncalibratedCamera` for an all-zero/invalid K, so callers can fall back to the
+    predicted intrinsics deliberately.
+    """
+    K = np.asarray(k, dtype=np.float64).reshape(3, 3).copy()
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise UncalibratedCamera(f"CameraInfo has no valid intrinsics (fx={K[0, 0]}, fy={K[1, 1]})")
+    if int(height) <= 0 or int(width) <= 0:
+        raise UncalibratedCamera(f"CameraInfo has zero size ({height}x{width})")
+    return K, (int(height), int(width))
+
+
+def camera_info_msg_to_intrinsics(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """A CameraInfo message (any flavour) -> (K, (height, width)); see :func:`camera_info_to_intrinsics`."""
+    return camera_info_to_intrinsics(msg.k, msg.height, msg.width)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Point clouds
+# ---------------------------------------------------------------------------------------------------
+
+# sensor_msgs/PointField datatypes
+POINTFIELD_INT8, POINTFIELD_UINT8, POINTFIELD_INT16, POINTFIELD_UINT16 = 1, 2, 3, 4
+POINTFIELD_INT32, POINTFIELD_UINT32, POINTFIELD_FLOAT32, POINTFIELD_FLOAT64 = 5, 6, 7, 8
+_POINTFIELD_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+
+XYZ_FIELDS: tuple[Fields, ...] = tuple(
+    {"name": n, "offset": 4 * i, "datatype": POINTFIELD_FLOAT32, "count": 1} for i, n in enumerate("xyz")
+)
+XYZRGB_FIELDS: tuple[Fields, ...] = (
+    *XYZ_FIELDS,
+    {"name": "rgb", "offset": 12, "datatype": POINTFIELD_FLOAT32, "count": 1},
+)
+
+
+def pack_rgb(colors: np.ndarray) -> np.ndarray:
+    """[N, 3] uint8 RGB -> [N] float32 holding ``(r << 16) | (g << 8) | b`` bit-for-bit (PCL/RViz)."""
+    c = np.asarray(colors, dtype=np.uint8)
+    packed = (c[:, 0].astype(np.uint32) << 16) | (c[:, 1].astype(np.uint32) << 8) | c[:, 2].astype(np.uint32)
+    return packed.view(np.float32)
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb` ([N] float32 or uint32 -> [N, 3] uint8)."""
+    u = np.ascontiguousarray(packed).view(np.uint32)
+    return np.stack([(u >> 16) & 0xFF, (u >> 8) & 0xFF, u & 0xFF], axis=-1).astype(np.uint8)
+
+
+def _bgr0(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 RGB -> [..., 4] uint8 (b, g, r, 0): little-endian uint32 0x00RRGGBB per pixel.
+
+    OpenCV's split/merge interleave with SIMD, several times faster than numpy's strided byte copies."""
+    import cv2
+
+    shape = rgb.shape[:-1]
+    flat = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1, 1, 3)
+    r, g, b = cv2.split(flat)
+    return cv2.merge([b, g, r, np.zeros_like(r)]).reshape(*shape, 4)
+
+
+def pointcloud2_data(points: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
+    """The PointCloud2 payload as a flat uint8 array: [x y z (rgb)] float32 little-endian per point."""
+    import cv2
+
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"points must be [N, 3], got {pts.shape}")
+    n = pts.shape[0]
+    pts = np.ascontiguousarray(pts, dtype="<f4")
+    if colors is None:
+        return pts.reshape(-1).view(np.uint8)
+    cols = np.asarray(colors)
+    if cols.shape != (n, 3):
+        raise ValueError(f"colors must be [N, 3] matching {n} points, got {cols.shape}")
+    if cols.dtype != np.uint8:
+        raise ValueError(f"colors must be uint8, got {cols.dtype}")
+    if n == 0:
+        return np.zeros(0, np.uint8)
+    # rgb as little-endian uint32 0x00RRGGBB (bytes b, g, r, 0 at offsets 12..15), reinterpreted as
+    # float32; cv2.merge copies bits verbatim (no float arithmetic), so NaNs/denormals survive.
+    packed = _bgr0(cols).view(np.float32).reshape(n, 1, 1)
+    out = cv2.merge([pts.reshape(n, 1, 3), packed])
+    return out.reshape(-1).view(np.uint8)
+
+
+def pointcloud2_fields(
+    points: np.ndarray, colors: np.ndarray | None, stamp_ns: int, frame_id: str
+) -> Fields:
+    """``sensor_msgs/PointCloud2`` fields: unorganised (height 1), x y z float32 (+ rgb float32 at
+    offset 12, point_step 16; 12 without colours), little-endian. ``is_dense`` is true only when
+    every coordinate is finite."""
+    data = pointcloud2_data(points, colors)
+    n = int(np.asarray(points).shape[0])
+    point_step = 12 if colors is None else 16
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": 1,
+        "width": n,
+        "fields": [dict(f) for f in (XYZ_FIELDS if colors is None else XYZRGB_FIELDS)],
+        "is_bigendian": False,
+        "point_step": point_step,
+        "row_step": point_step * n,
+        "data": data,
+        "is_dense": bool(np.isfinite(np.asarray(points)).all()),
+    }
+
+
+def _field_attr(f: Any, name: str) -> Any:
+    return f[name] if isinstance(f, Mapping) else getattr(f, name)
+
+
+def pointcloud2_to_xyz_rgb(
+    fields: Sequence[Any],
+    height: int,
+    width: int,
+    point_step: int,
+    row_step: int,
+    data: Any,
+    is_bigendian: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """PointCloud2 fields -> ([N, 3] float32 xyz, [N, 3] uint8 rgb or None); any field offsets and
+    row padding; ``rgb``/``rgba`` may be FLOAT32 (packed) or UINT32."""
+    by_name = {str(_field_attr(f, "name")): f for f in fields}
+    for axis in "xyz":
+        if axis not in by_name:
+            raise ValueError(f"PointCloud2 has no {axis!r} field (fields: {sorted(by_name)})")
+    height, width, point_step, row_step = int(height), int(width), int(point_step), int(row_step)
+    n = height * width
+    if n == 0:
+        return np.zeros((0, 3), np.float32), (np.zeros((0, 3), np.uint8) if "rgb" in by_name else None)
+    order = ">" if is_bigendian else "<"
+    rows = _rows(data, height, width, row_step, point_step, "PointCloud2")
+    flat = np.ascontiguousarray(rows).reshape(n, point_step)
+
+    def column(f: Any) -> np.ndarray:
+        dt = _POINTFIELD_DTYPES.get(int(_field_attr(f, "datatype")))
+        if dt is None:
+            name, datatype = _field_attr(f, "name"), _field_attr(f, "datatype")
+            raise ValueError(f"PointField {name!r}: unknown datatype {datatype}")
+        dtype = np.dtype(order + dt)
+        off = int(_field_attr(f, "offset"))
+        return np.ascontiguousarray(flat[:, off:off + dtype.itemsize]).view(dtype).reshape(n)
+
+    xyz = np.stack([column(by_name[a]) for a in "xyz"], axis=1).astype(np.float32)
+    rgb = None
+    rgb_field = by_name.get("rgb", by_name.get("rgba"))
+    if rgb_field is not None:
+        off = int(_field_attr(rgb_field, "offset"))
+        u = np.ascontiguousarray(flat[:, off:off + 4]).view(np.dtype(order + "u4")).reshape(n)
+        rgb = unpack_rgb(u.astype(np.uint32))
+    return xyz, rgb
+
+
+def pointcloud2_msg_to_xyz_rgb(msg: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PointCloud2 message (any flavour) -> (xyz, rgb or None)."""
+    return pointcloud2_to_xyz_rgb(msg.fields, msg.height, msg.width, msg.point_step, msg.row_step,
+                                  msg.data, msg.is_bigendian)
+
+
+def depth_to_points(
+    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Back-project a z-depth image through pinhole K (pixel centres at integers) to camera-frame
+    points [N, 3] float32 (row-major pixel order), keeping finite positive depths; colours [N, 3]
+    uint8 from ``rgb``."""
+    import cv2
+
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be HxW, got {depth.shape}")
+    h, w = depth.shape
+    K = np.asarray(K, dtype=np.float64)
+    if rgb is not None and np.asarray(rgb).shape[:2] != (h, w):
+        raise ValueError(f"rgb {np.asarray(rgb).shape[:2]} does not match depth {(h, w)}")
+    xr = ((np.arange(w) - K[0, 2]) / K[0, 0]).astype(np.float32)
+    yr = ((np.arange(h) - K[1, 2]) / K[1, 1]).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
+    z = depth[valid]
+    n = z.size
+    if n == 0:
+        return np.zeros((0, 3), np.float32), (None if rgb is None else np.zeros((0, 3), np.uint8))
+    # Full-image products then one boolean compress each: contiguous passes, no index arrays.
+    x = (depth * xr[None, :])[valid]
+    y = (depth * yr[:, None])[valid]
+    pts = cv2.merge([x, y, z]).reshape(n, 3)
+    cols = None
+    if rgb is not None:
+        # Gather 4-byte packed pixels (fast 1-D compress) rather than 3-byte rows, then unpack.
+        packed = _bgr0(np.asarray(rgb)).view(np.uint32).reshape(h, w)[valid]
+        cols = cv2.cvtColor(packed.view(np.uint8).reshape(n, 1, 4), cv2.COLOR_BGRA2RGB).reshape(n, 3)
+    return pts, cols
+
+
+# ---------------------------------------------------------------------------------------------------
+# Poses
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_pose(T: np.ndarray) -> np.ndarray:
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.isfinite(T).all():
+        raise ValueError(f"pose must be a finite 4x4 matrix, got shape {T.shape}")
+    return T
+
+
+def matrix_to_translation_quaternion(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4x4 pose -> (translation [3], unit quaternion [x, y, z, w] with w >= 0), float64."""
+    T = _check_pose(T)
+    q = Rotation.from_matrix(T[:3, :3]).as_quat()
+    if q[3] < 0:
+        q = -q
+    return T[:3, 3].copy(), q
+
+
+def translation_quaternion_to_matrix(t: Any, q_xyzw: Any) -> np.ndarray:
+    """(translation [3], quaternion [x, y, z, w]) -> 4x4 float64 pose (quaternion normalised)."""
+    q = np.asarray(q_xyzw, dtype=np.float64)
+    if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-12:
+        raise ValueError(f"quaternion must be 4 finite values, not all zero, got {q}")
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(q).as_matrix()
+    T[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
+    return T
+
+
+def _xyz(v: np.ndarray) -> Fields:
+    return {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}
+
+
+def _xyzw(q: np.ndarray) -> Fields:
+    return {"x": float(q[0]), "y": float(q[1]), "z": float(q[2]), "w": float(q[3])}
+
+
+def pose_fields(T: np.ndarray) -> Fields:
+    """``geometry_msgs/Pose`` fields from a 4x4 pose."""
+    t, q = matrix_to_translation_quaternion(T)
+    return {"position": _xyz(t), "orientation": _xyzw(q)}
+
+
+def transform_fields(T: np.ndarray) -> Fields:
+    """``geometry_msgs/Transform`` fields from a 4x4 ``parent_T_child``."""
+    t, q = matrix_to_translation_quaternion(T)
+    return {"translation": _xyz(t), "rotation": _xyzw(q)}
+
+
+def transform_stamped_fields(T: np.ndarray, stamp_ns: int, parent_frame: str, child_frame: str) -> Fields:
+    """``geometry_msgs/TransformStamped`` fields (for /tf): ``T`` = parent_T_child."""
+    return {
+        "header": header_fields(stamp_ns, parent_frame),
+        "child_frame_id": str(child_frame),
+        "transform": transform_fields(T),
+    }
+
+
+def pose_stamped_fields(T: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
+    """``geometry_msgs/PoseStamped`` fields."""
+    return {"header": header_fields(stamp_ns, frame_id), "pose": pose_fields(T)}
+
+
+def _covariance36(cov: Any) -> np.ndarray:
+    if cov is None:
+        return np.zeros(36)
+    c = np.asarray(cov, dtype=np.float64).reshape(-1)
+    if c.size != 36:
+        raise ValueError(f"covariance must have 36 values (6x6), got {c.size}")
+    return c.copy()
+
+
+def odometry_fields(
+    T: np.ndarray,
+    stamp_ns: int,
+    frame_id: str,
+    child_frame_id: str,
+    pose_covariance: np.ndarray | None = None,
+    twist_linear: np.ndarray | None = None,
+    twist_angular: np.ndarray | None = None,
+    twist_covariance: np.ndarray | None = None,
+) -> Fields:
+    """``nav_msgs/Odometry`` fields: pose of ``child_frame_id`` in ``frame_id``; covariances row-major
+    6x6 (zeros when unknown), twist in the child frame (zeros when not given)."""
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "child_frame_id": str(child_frame_id),
+        "pose": {"pose": pose_fields(T), "covariance": _covariance36(pose_covariance)},
+        "twist": {
+            "twist": {
+                "linear": _xyz(np.zeros(3) if twist_linear is None else np.asarray(twist_linear, float)),
+                "angular": _xyz(np.zeros(3) if twist_angular is None else np.asarray(twist_angular, float)),
+            },
+            "covariance": _covariance36(twist_covariance),
+        },
+    }
+
+
+def path_fields(
+    poses: Sequence[np.ndarray] | np.ndarray,
+    stamps_ns: Sequence[int],
+    frame_id: str,
+    stamp_ns: int | None = None,
+) -> Fields:
+    """``nav_msgs/Path`` fields: one PoseStamped per pose; header stamp = ``stamp_ns`` or the last
+    pose's stamp."""
+    poses = list(poses)
+    stamps = [int(s) for s in stamps_ns]
+    if len(poses) != len(stamps):
+        raise ValueError(f"{len(poses)} poses but {len(stamps)} stamps")
+    if stamp_ns is None:
+        stamp_ns = stamps[-1] if stamps else 0
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "poses": [pose_stamped_fields(T, s, frame_id) for T, s in zip(poses, stamps, strict=True)],
+    }
+
+
+def pose_msg_to_matrix(pose: Any) -> np.ndarray:
+    """``geometry_msgs/Pose``-like (``.position``, ``.orientation``) -> 4x4."""
+    p, o = pose.position, pose.orientation
+    return translation_quaternion_to_matrix([p.x, p.y, p.z], [o.x, o.y, o.z, o.w])
+
+
+def transform_msg_to_matrix(transform: Any) -> np.ndarray:
+    """``geometry_msgs/Transform``-like (``.translation``, ``.rotation``) -> 4x4."""
+    t, r = transform.translation, transform.rotation
+    return translation_quaternion_to_matrix([t.x, t.y, t.z], [r.x, r.y, r.z, r.w])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keypoint tracks (custom message vggt_ros/msg/KeypointTracks)
+# ---------------------------------------------------------------------------------------------------
+
+KEYPOINT_TRACKS_TYPE = "vggt_ros/msg/KeypointTracks"
+# Must equal msg/KeypointTracks.msg byte for byte (checked by test/test_ros_package.py); embedded so
+# pip installs (no share/ directory) can register the type with rosbags and write MCAP schemas.
+KEYPOINT_TRACKS_MSG = """\
+# Keypoint tracks of one VGGT window: N query points followed through the window's S frames.
+#
+# Layout (all arrays row-major, flattened):
+#   positions  [num_frames][num_tracks][2]  pixel (x, y) at the camera's own resolution
+#                                           (x = column, y = row, pixel centres at integers)
+#   visibility [num_frames][num_tracks]     probability the point is visible in that frame, 0..1
+#   confidence [num_frames][num_tracks]     tracking confidence, 0..1
+# so the x of track j in frame i is positions[(i * num_tracks + j) * 2] and its y the next value.
+
+# header.stamp: stamp of the window's newest frame; header.frame_id: the camera optical frame.
+std_msgs/Header header
+
+# Stamps of the window's frames, oldest first (length num_frames).
+builtin_interfaces/Time[] stamps
+
+# Index into stamps of the frame the query points were chosen in.
+uint32 query_frame_index
+
+# Persistent id per track (length num_tracks); the same id continues a track across windows.
+int64[] track_ids
+
+uint32 num_frames
+uint32 num_tracks
+
+float32[] positions
+float32[] visibility
+float32[] confidence
+"""
+
+
+def keypoint_tracks_fields(
+    tracks: TrackOutput, stamp_ns: int | None = None, frame_id: str | None = None
+) -> Fields:
+    """KeypointTracks fields from a :class:`TrackOutput`; header stamp defaults to the newest frame,
+    frame_id to ``tracks.frame_id``."""
+    pos = np.asarray(tracks.positions, dtype=np.float32)
+    if pos.ndim != 3 or pos.shape[2] != 2:
+        raise ValueError(f"track positions must be [S, N, 2], got {pos.shape}")
+    s, n = pos.shape[:2]
+    vis = np.asarray(tracks.visibility, dtype=np.float32)
+    conf = np.asarray(tracks.confidence, dtype=np.float32)
+    ids = np.asarray(tracks.track_ids, dtype=np.int64).reshape(-1)
+    if vis.shape != (s, n) or conf.shape != (s, n):
+        raise ValueError(f"visibility {vis.shape} / confidence {conf.shape} must be [S, N] = {(s, n)}")
+    if ids.shape != (n,):
+        raise ValueError(f"track_ids must have {n} entries, got {ids.shape}")
+    if len(tracks.stamps_ns) != s:
+        raise ValueError(f"{len(tracks.stamps_ns)} stamps for {s} track frames")
+    if not 0 <= int(tracks.query_frame_index) < max(s, 1):
+        raise ValueError(f"query_frame_index {tracks.query_frame_index} outside [0, {s})")
+    if stamp_ns is None:
+        stamp_ns = int(tracks.stamps_ns[-1]) if s else 0
+    return {
+        "header": header_fields(stamp_ns, tracks.frame_id if frame_id is None else frame_id),
+        "stamps": [time_fields(t) for t in tracks.stamps_ns],
+        "query_frame_index": int(tracks.query_frame_index),
+        "track_ids": ids,
+        "num_frames": s,
+        "num_tracks": n,
+        "positions": np.ascontiguousarray(pos).reshape(-1),
+        "visibility": np.ascontiguousarray(vis).reshape(-1),
+        "confidence": np.ascontiguousarray(conf).reshape(-1),
+    }
+
+
+def keypoint_tracks_msg_to_output(msg: Any) -> TrackOutput:
+    """A KeypointTracks message (any flavour) -> :class:`TrackOutput` (reshaped, validated)."""
+    s, n = int(msg.num_frames), int(msg.num_tracks)
+
+    def arr(v: Any, dtype: str, count: int, what: str) -> np.ndarray:
+        a = np.asarray(v, dtype=dtype) if not isinstance(v, (bytes, array.array)) else np.frombuffer(
+            memoryview(v).cast("B"), dtype=dtype)
+        if a.size != count:
+            raise ValueError(f"KeypointTracks.{what}: {a.size} values, expected {count} for {s}x{n}")
+        return a
+
+    return TrackOutput(
+        stamps_ns=[stamp_ns_of(t) for t in msg.stamps],
+        query_frame_index=int(msg.query_frame_index),
+        track_ids=arr(msg.track_ids, "<i8", n, "track_ids").astype(np.int64),
+        positions=arr(msg.positions, "<f4", s * n * 2, "positions").astype(np.float32).reshape(s, n, 2),
+        visibility=arr(msg.visibility, "<f4", s * n, "visibility").astype(np.float32).reshape(s, n),
+        confidence=arr(msg.confidence, "<f4", s * n, "confidence").astype(np.float32).reshape(s, n),
+        frame_id=str(msg.header.frame_id),
+    )
+
+
+def register_custom_types(typestore: Any) -> None:
+    """Register vggt_ros message definitions with a ``rosbags`` typestore (idempotent)."""
+    if KEYPOINT_TRACKS_TYPE in typestore.types:
+        return
+    from rosbags.typesys import get_types_from_msg
+
+    typestore.register(get_types_from_msg(KEYPOINT_TRACKS_MSG, KEYPOINT_TRACKS_TYPE))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Diagnostics
+# ---------------------------------------------------------------------------------------------------
+
+DIAGNOSTIC_LEVELS = {"OK": 0, "WARN": 1, "ERROR": 2, "STALE": 3}
+
+
+def _format_value(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def diagnostic_status_fields(
+    name: str,
+    values: Mapping[str, Any],
+    level: int | str = 0,
+    message: str = "",
+    hardware_id: str = "",
+) -> Fields:
+    """``diagnostic_msgs/DiagnosticStatus`` fields; ``level`` 0-3 or OK/WARN/ERROR/STALE; values are
+    stringified (floats with 6 significant digits, bools as true/false)."""
+    if isinstance(level, str):
+        if level.upper() not in DIAGNOSTIC_LEVELS:
+            raise ValueError(f"diagnostic level {level!r} not in {list(DIAGNOSTIC_LEVELS)}")
+        level = DIAGNOSTIC_LEVELS[level.upper()]
+    if int(level) not in DIAGNOSTIC_LEVELS.values():
+        raise ValueError(f"diagnostic level {level} not in 0..3")
+    return {
+        "level": int(level),
+        "name": str(name),
+        "message": str(message),
+        "hardware_id": str(hardware_id),
+        "values": [{"key": str(k), "value": _format_value(v)} for k, v in values.items()],
+    }
+
+
+def diagnostic_array_fields(statuses: Sequence[Fields], stamp_ns: int, frame_id: str = "") -> Fields:
+    """``diagnostic_msgs/DiagnosticArray`` fields from status dicts (:func:`diagnostic_status_fields`)."""
+    return {"header": header_fields(stamp_ns, frame_id), "status": list(statuses)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Builders: fields -> rclpy / rosbags messages; messages -> fields
+# ---------------------------------------------------------------------------------------------------
+
+_RCLPY_TYPECODES = {
+    "float": "f", "float32": "f", "double": "d", "float64": "d",
+    "int8": "b", "uint8": "B", "int16": "h", "uint16": "H",
+    "int32": "i", "uint32": "I", "int64": "q", "uint64": "Q",
+}
+_NUMPY_DTYPES = {
+    "float": np.float32, "float32": np.float32, "double": np.float64, "float64": np.float64,
+    "int8": np.int8, "uint8": np.uint8, "int16": np.int16, "uint16": np.uint16,
+    "int32": np.int32, "uint32": np.uint32, "int64": np.int64, "uint64": np.uint64,
+    "byte": np.uint8, "octet": np.uint8, "char": np.uint8, "bool": np.bool_, "boolean": np.bool_,
+}
+_INT_TYPES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "char", "byte"}
+_FLOAT_TYPES = {"float", "double", "float32", "float64"}
+_SEQ_RE = re.compile(r"^sequence<(.+?)(?:,\s*\d+)?>$")
+_ARR_RE = re.compile(r"^(.+)\[(\d+)\]$")
+
+
+def _rclpy_class(typename: str) -> type:
+    pkg, name = typename.split("/")[0], typename.split("/")[-1]
+    return getattr(importlib.import_module(f"{pkg}.msg"), name)
+
+
+def _rclpy_scalar(t: str, value: Any) -> Any:
+    if t == "octet":
+        return value if isinstance(value, (bytes, bytearray)) else bytes([int(value)])
+    if t == "boolean":
+        return bool(value)
+    if t in _FLOAT_TYPES:
+        return float(value)
+    if t in _INT_TYPES:
+        return int(value)
+    if t.startswith(("string", "wstring")):
+        return str(value)
+    raise TypeError(f"unknown rclpy field type {t!r}")
+
+
+def _rclpy_value(t: str, value: Any) -> Any:
+    m = _SEQ_RE.match(t)
+    a = None if m else _ARR_RE.match(t)
+    if m or a:
+        elem = (m or a).group(1)
+        if "/" in elem:
+            cls = _rclpy_class(elem)
+            return [v if isinstance(v, cls) else to_rclpy(cls, v) for v in value]
+        if elem in _RCLPY_TYPECODES:
+            arr = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_DTYPES[elem]).reshape(-1)
+            if a:  # fixed arrays are stored as numpy arrays by rclpy
+                if arr.size != int(a.group(2)):
+                    raise ValueError(f"field of type {t} needs {a.group(2)} values, got {arr.size}")
+                return arr.copy()
+            out = array.array(_RCLPY_TYPECODES[elem])
+            out.frombytes(memoryview(arr).cast("B"))  # one copy, no intermediate bytes object
+            return out
+        return [_rclpy_scalar(elem, v) for v in value]
+    if "/" in t:
+        cls = _rclpy_class(t)
+        return value if isinstance(value, cls) else to_rclpy(cls, value)
+    return _rclpy_scalar(t, value)
+
+
+def to_rclpy(msg_cls: type, fields: Mapping[str, Any]) -> Any:
+    """Build an rclpy message of ``msg_cls`` from a fields dict (nested dicts for sub-messages).
+
+    Missing fields keep the message defaults; unknown names raise ``KeyError``. Works with
+    ``ROS_PYTHON_CHECK_FIELDS=1``: numeric sequences become ``array.array``, fixed arrays numpy arrays.
+    """
+    types = msg_cls.get_fields_and_field_types()
+    unknown = [name for name in fields if name not in types]
+    if unknown:
+        raise KeyError(f"{msg_cls.__name__} has no field(s) {unknown} (fields: {list(types)})")
+    # Assign through the setters after default construction: the generated __init__ copies every
+    # sequence passed as a keyword (array.array(...)), the setters keep an array.array as is when
+    # fields are checked and copy it once otherwise.
+    msg = msg_cls()
+    for name, value in fields.items():
+        setattr(msg, name, _rclpy_value(types[name], value))
+    return msg
+
+
+def _rosbags_scalar(t: str, value: Any) -> Any:
+    if t == "string":
+        return str(value)
+    if t == "bool":
+        return bool(value)
+    if t in _FLOAT_TYPES:
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value[0]
+    return int(value)
+
+
+def _rosbags_value(typestore: Any, node: tuple, value: Any) -> Any:
+    kind, detail = int(node[0]), node[1]
+    if kind == 1:  # BASE
+        return _rosbags_scalar(detail[0], value)
+    if kind == 2:  # NAME
+        return value if not isinstance(value, Mapping) else to_rosbags(typestore, detail, value)
+    # ARRAY (3) / SEQUENCE (4): detail = (element node, count)
+    elem, count = detail
+    ekind, edetail = int(elem[0]), elem[1]
+    if ekind == 2:
+        vals = [to_rosbags(typestore, edetail, v) if isinstance(v, Mapping) else v for v in value]
+    elif edetail[0] == "string":
+        vals = [str(v) for v in value]
+    else:
+        vals = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_DTYPES[edetail[0]]).reshape(-1)
+        if not vals.flags.writeable:
+            vals = vals.copy()
+    if kind == 3 and len(vals) != count:
+        raise ValueError(f"fixed array needs {count} values, got {len(vals)}")
+    return vals
+
+
+def _rosbags_default(typestore: Any, node: tuple) -> Any:
+    kind, detail = int(node[0]), node[1]
+    if kind == 1:
+        t = detail[0]
+        return "" if t == "string" else False if t == "bool" else 0.0 if t in _FLOAT_TYPES else 0
+    if kind == 2:
+        return to_rosbags(typestore, detail, {})
+    elem, count = detail
+    ekind, edetail = int(elem[0]), elem[1]
+    n = count if kind == 3 else 0
+    if ekind == 2 or edetail[0] == "string":
+        return [_rosbags_default(typestore, elem) for _ in range(n)]
+    return np.zeros(n, dtype=_NUMPY_DTYPES[edetail[0]])
+
+
+def to_rosbags(typestore: Any, msgtype: str, fields: Mapping[str, Any]) -> Any:
+    """Build a ``rosbags`` message dataclass of ``msgtype`` (e.g. ``'sensor_msgs/msg/Image'``) from a
+    fields dict; missing fields get ROS defaults (zeros, empty), unknown names raise ``KeyError``."""
+    if msgtype not in typestore.types:
+        raise KeyError(f"message type {msgtype!r} is not in the typestore (register_custom_types?)")
+    cls = typestore.types[msgtype]
+    _, fdefs = typestore.fielddefs[msgtype]
+    names = {name for name, _ in fdefs}
+    unknown = set(fields) - names
+    if unknown:
+        raise KeyError(f"{msgtype} has no field(s) {sorted(unknown)} (fields: {[n for n, _ in fdefs]})")
+    kwargs = {}
+    for name, node in fdefs:
+        kwargs[name] = (_rosbags_value(typestore, node, fields[name]) if name in fields
+                        else _rosbags_default(typestore, node))
+    return cls(**kwargs)
+
+
+def _field_names(msg: Any) -> list[str] | None:
+    if hasattr(msg, "get_fields_and_field_types"):
+        return list(msg.get_fields_and_field_types())
+    if dataclasses.is_dataclass(msg) and not isinstance(msg, type):
+        # rosbags dataclasses also carry the constants (upper case) and __msgtype__ as fields; ROS
+        # field names are lower case.
+        names = [f.name for f in dataclasses.fields(msg)]
+        return [n for n in names if n == n.lower() and not n.startswith("_")]
+    if hasattr(msg, "__slots__") and not isinstance(msg, (str, bytes)):
+        return [s.lstrip("_") for s in msg.__slots__ if s not in ("_check_fields",)]
+    if hasattr(msg, "__dict__") and not isinstance(msg, type):
+        return [k for k in vars(msg) if not k.startswith("_")]
+    return None
+
+
+def msg_to_fields(msg: Any) -> Any:
+    """Any message (rclpy, rosbags, mcap_ros2) -> fields dict: numeric sequences as numpy arrays
+    (bytes-like as uint8), message sequences as lists of dicts, 1-byte ``bytes`` (rclpy octet) as int."""
+    if isinstance(msg, np.ndarray):
+        return msg
+    if isinstance(msg, array.array):
+        return np.array(msg)
+    if isinstance(msg, (bytes, bytearray)):
+        return msg[0] if len(msg) == 1 else np.frombuffer(msg, dtype=np.uint8).copy()
+    if isinstance(msg, np.generic):
+        return msg.item()
+    if isinstance(msg, (str, int, float, bool)) or msg is None:
+        return msg
+    if isinstance(msg, (list, tuple)):
+        items = [msg_to_fields(v) for v in msg]
+        if items and all(isinstance(v, dict) for v in items):
+            return items
+        if items and all(isinstance(v, str) for v in items):
+            return items
+        return np.asarray(items) if items else np.zeros(0)
+    names = _field_names(msg)
+    if names is None:
+        raise TypeError(f"cannot convert {type(msg).__name__} to fields")
+    return {name: msg_to_fields(getattr(msg, name)) for name in names}
