@@ -1,0 +1,635 @@
+"""``vggt-ros-replay``: run the node's pipeline offline over rosbags and evaluate it.
+
+    vggt-ros-replay BAG [BAG ...] --out DIR [--params config/vggt.yaml] [--predictor vggt|oracle]
+        [--checkpoint CKPT] [--image-topic T] [--depth-topic T] [--gt FILE | --gt-topic SPEC]
+        [--realtime RATE] [--max-frames N] [--set NAME=VALUE ...]
+
+The replay builds the same :class:`StreamingPipeline` as the node from the same parameter file
+(``config/vggt.yaml``), so a replay result is what the node would have published.
+
+Deterministic by default: after every added frame the window queue is drained, so no frame is
+skipped whatever the inference speed; the remaining frames are flushed at the end. ``--realtime R``
+instead simulates a live robot: frame k arrives at (stamp_k - stamp_0) / R seconds, inference time
+is measured, and frames that arrived during an inference are added before the next window is taken,
+so the node's skip policy drops what a live node would drop.
+
+Outputs per bag (in ``--out``, or ``--out/<bag name>/`` for several bags): trajectory.tum (every
+processed frame), keyframes.tum, metrics.json, summary.md, trajectory.png, map.ply and the ROS 2 bag
+``replay_bag/replay_bag.mcap`` with everything the node publishes. Several bags also give
+summary.md and summary.csv with one row per bag. Exit code 2 on bad input (message, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggt_ros.bag.errors import ReplayError
+from vggt_ros.bag.groundtruth import GroundTruth, load_tum_groundtruth
+from vggt_ros.bag.reader import BagFrame, BagSource
+from vggt_ros.bag.report import (
+    DepthAccumulator,
+    batch_row,
+    latency_stats,
+    peak_memory,
+    summary_markdown,
+    trajectory_metrics,
+    write_batch_summary,
+    write_metrics_json,
+)
+from vggt_ros.bag.writer import OutputBagWriter
+from vggt_ros.core.types import Frame, FrameOutput, WindowOutput
+from vggt_ros.eval.tum import write_tum
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "config" / "vggt.yaml"
+OUTPUT_BAG_NAME = "replay_bag"
+ORACLE_GT_TOLERANCE_NS = 20_000_000
+
+
+@dataclass
+class ReplayOptions:
+    """Everything one replay needs besides the bag (the CLI fills it; tests build it directly)."""
+
+    params: dict[str, Any] = field(default_factory=dict)  # validated node parameters
+    image_topic: str | None = None
+    depth_topic: str | None = None
+    camera_info_topic: str | None = None
+    gt_file: str | None = None
+    gt_topic: str | None = None
+    realtime: float | None = None
+    max_frames: int | None = None
+    oracle_noise: dict[str, Any] = field(default_factory=dict)  # OraclePredictor keyword arguments
+    seed: int = 0
+    progress: bool = False
+    predictor: Any = None  # a ready Predictor (tests, benchmarks); None = built from params
+
+
+@dataclass
+class _Collected:
+    stamps: list[int] = field(default_factory=list)
+    poses: list[np.ndarray] = field(default_factory=list)
+    key_stamps: list[int] = field(default_factory=list)
+    key_poses: list[np.ndarray] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    metric: bool = False
+
+
+def load_params(
+    path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The node's parameters from its YAML (default config/vggt.yaml, else the table's defaults) plus
+    overrides, validated by the node's own rules."""
+    from vggt_ros.ros.params import defaults, load_params_yaml, validate_params
+
+    try:
+        if path is not None:
+            raw = load_params_yaml(path)
+        elif DEFAULT_PARAMS.exists():
+            raw = load_params_yaml(DEFAULT_PARAMS)
+        else:
+            raw = defaults()
+        raw.update(overrides or {})
+        return validate_params(raw)
+    except FileNotFoundError:
+        raise ReplayError(f"parameter file {path} does not exist") from None
+    except ValueError as exc:
+        raise ReplayError(f"parameters: {exc}") from None
+
+
+class _GrowingGT(Mapping):
+    """Oracle ground truth filled while the bag streams (stamp -> (pose, K, depth)), pruned behind."""
+
+    def __init__(self) -> None:
+        self.d: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.d[int(k)]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.d)
+
+    def __len__(self) -> int:
+        return len(self.d)
+
+    def prune(self, keep: set[int], newer_than: int) -> None:
+        for s in [s for s in self.d if s not in keep and s <= newer_than]:
+            del self.d[s]
+
+
+def _make_predictor(opts: ReplayOptions, growing: _GrowingGT | None) -> Any:
+    if opts.predictor is not None:
+        return opts.predictor
+    p = opts.params
+    if p["predictor"] == "oracle":
+        import importlib
+
+        from vggt_ros.core.oracle import OraclePredictor
+
+        try:  # the oracle's first predict imports the model's preprocessing (and torch): warm it up so
+            importlib.import_module("vggt_ros.model.preprocessing")  # it is not timed as a window
+        except ImportError:
+            pass
+
+        return OraclePredictor(
+            growing,
+            preprocess_mode=p["preprocess_mode"],
+            target_size=p["target_size"],
+            seed=opts.seed,
+            **opts.oracle_noise,
+        )
+    from vggt_ros.ros.params import make_predictor
+
+    try:
+        return make_predictor(p, seed=opts.seed)
+    except Exception as exc:  # noqa: BLE001 - weights missing/offline/corrupt: the user must act
+        raise ReplayError(
+            f"cannot build the VGGT predictor (checkpoint {p['checkpoint']!r}): {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _check_gt_overlap(src: BagSource, gt: GroundTruth) -> None:
+    """Fail early when the GT cannot overlap the bag in time.
+
+    The bag's header-stamp range is estimated from its log-time range and the first image's offset."""
+    first = src.first_image_stamp()
+    if first is None:
+        return
+    offset = first[0] - first[1]  # header stamp - log time
+    t0, t1 = src.time_range_ns
+    b0, b1 = t0 + offset, t1 + offset
+    tol = 1_000_000_000
+    if gt.stamps_ns[-1] < b0 - tol or gt.stamps_ns[0] > b1 + tol:
+        raise ReplayError(
+            f"ground truth {gt.source} ({len(gt)} poses, {gt.span_s[0]:.3f}..{gt.span_s[1]:.3f} s) does not "
+            f"overlap the bag's images ({b0 / 1e9:.3f}..{b1 / 1e9:.3f} s): wrong file or time base?"
+        )
+
+
+def _to_frame(bf: BagFrame, params: Mapping[str, Any]) -> Frame:
+    fid = params.get("camera_frame") or bf.frame_id
+    return Frame(
+        stamp_ns=bf.stamp_ns,
+        image=bf.image,
+        frame_id=fid,
+        intrinsics=bf.intrinsics,
+        metric_depth=bf.depth if params.get("scale_source") == "depth" else None,
+    )
+
+
+def replay_bag(
+    bag: str | os.PathLike[str], out_dir: str | os.PathLike[str], opts: ReplayOptions
+) -> dict[str, Any]:
+    """Replay one bag into ``out_dir``; returns the metrics dict (also written as metrics.json)."""
+    from vggt_ros.core.pipeline import StreamingPipeline
+    from vggt_ros.ros.params import pipeline_config_from_params
+
+    params = opts.params
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+    oracle = opts.predictor is None and params["predictor"] == "oracle"
+    if params.get("odom_frame") or params.get("base_frame"):
+        warnings.append(
+            "odom_frame/base_frame are ignored by the replay (no live TF tree): poses are written "
+            "as map_frame -> camera"
+        )
+
+    with BagSource(bag, opts.image_topic, opts.depth_topic, opts.camera_info_topic) as src:
+        gt: GroundTruth | None = None
+        if opts.gt_file and opts.gt_topic:
+            raise ReplayError("give either --gt or --gt-topic, not both")
+        if opts.gt_file:
+            gt = load_tum_groundtruth(opts.gt_file)
+        elif opts.gt_topic:
+            gt = src.read_gt_topic(opts.gt_topic)
+        if gt is not None:
+            _check_gt_overlap(src, gt)
+        if oracle:
+            if gt is None:
+                raise ReplayError(
+                    "predictor 'oracle' needs ground-truth poses: give --gt FILE or --gt-topic SPEC"
+                )
+            if not src.depth_topic:
+                raise ReplayError(
+                    "predictor 'oracle' needs ground-truth depth: the bag has no depth topic "
+                    "(give --depth-topic)"
+                )
+            if src.intrinsics is None:
+                raise ReplayError("predictor 'oracle' needs the camera intrinsics (a CameraInfo topic)")
+        growing = _GrowingGT() if oracle else None
+        # built at the first window, so bad bags fail before loading weights; in realtime mode before the
+        # clock starts (a live node loads its model before the first image too)
+        predictor: Any = _make_predictor(opts, growing) if opts.realtime else None
+        pipe = StreamingPipeline(pipeline_config_from_params(params))
+        bag_out = out / OUTPUT_BAG_NAME
+        writer = OutputBagWriter(bag_out, params)
+        depth_acc = DepthAccumulator()
+        gt_depth: dict[int, np.ndarray] = {}
+        col = _Collected()
+        oracle_skipped = 0
+        last_map_ns: int | None = None
+        last_diag_ns: int | None = None
+        map_period = int(float(params.get("map_publish_period_s", 2.0)) * 1e9)
+        diag_period = int(float(params.get("diagnostics_period_s", 1.0)) * 1e9)
+        t_start = time.perf_counter()
+
+        def handle(res: WindowOutput, latency: float) -> None:
+            nonlocal last_map_ns, last_diag_ns
+            col.latencies.append(latency)
+            if not res.accepted:
+                return
+            writer.write_window(res)
+            for f in res.frames:
+                _collect(col, f)
+                d = gt_depth.pop(f.stamp_ns, None)
+                if d is not None:
+                    depth_acc.add(f.depth, d)
+            stamp = int(res.frames[-1].stamp_ns) if res.frames else None
+            if stamp is not None:  # depth of frames skipped by the skip policy is never needed
+                for s in [s for s in gt_depth if s < stamp]:
+                    del gt_depth[s]
+            if stamp is not None:
+                if last_map_ns is None or stamp - last_map_ns >= map_period:
+                    writer.write_map(pipe.world_map.points, pipe.world_map.colors, stamp)
+                    last_map_ns = stamp
+                if last_diag_ns is None or stamp - last_diag_ns >= diag_period:
+                    writer.write_diagnostics(_diag_values(pipe, col, time.perf_counter() - t_start), stamp)
+                    last_diag_ns = stamp
+
+        def run(job: Any) -> None:
+            nonlocal predictor
+            if predictor is None:
+                predictor = _make_predictor(opts, growing)
+            t0 = time.perf_counter()
+            try:
+                res = pipe.run_window(job, predictor)
+            except KeyError as exc:  # oracle without GT for a frame
+                raise ReplayError(f"predictor failed: {exc}") from None
+            handle(res, time.perf_counter() - t0)
+            if growing is not None:
+                keep = pipe.retained_stamps() if hasattr(pipe, "retained_stamps") else set(growing.d)
+                growing.prune(set(keep), max(job.frame_keys))
+
+        def frames() -> Iterator[Frame]:
+            nonlocal oracle_skipped
+            total = opts.max_frames or src.num_images
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="frame", desc=Path(bag).name, disable=not opts.progress, leave=False)
+            try:
+                for bf in src.frames(max_frames=opts.max_frames):
+                    bar.update(1)
+                    if oracle:
+                        pose, ok = gt.interpolate([bf.stamp_ns], tolerance_ns=ORACLE_GT_TOLERANCE_NS)
+                        if bf.depth is None or not ok[0]:
+                            oracle_skipped += 1
+                            continue
+                        growing.d[bf.stamp_ns] = (pose[0], bf.intrinsics, bf.depth)
+                    if bf.depth is not None:
+                        gt_depth[bf.stamp_ns] = bf.depth
+                    yield _to_frame(bf, params)
+            finally:
+                bar.close()
+
+        try:
+            if opts.realtime:
+                _run_realtime(pipe, frames(), run, float(opts.realtime), gt_depth)
+            else:
+                for fr in frames():
+                    if pipe.add_frame(fr):
+                        while (job := pipe.next_window()) is not None:
+                            run(job)
+                    else:
+                        gt_depth.pop(fr.stamp_ns, None)
+            while (job := pipe.flush()) is not None:
+                run(job)
+            wall = time.perf_counter() - t_start
+            last = col.stamps[-1] if col.stamps else 0
+            writer.write_map(pipe.world_map.points, pipe.world_map.colors, last)
+            writer.write_diagnostics(_diag_values(pipe, col, wall), last)
+        finally:
+            writer.close()
+
+        # ---------------------------------------------------------------- results
+        stats = src.stats
+        anomalies = stats.stamp_anomalies()
+        counts = dict(stats.counts)
+        for k, v in anomalies.items():
+            if v:
+                warnings.append(f"{v} {k.replace('_', ' ')} in the image stamps")
+        if counts.get("skipped_unsupported_encoding"):
+            warnings.append(
+                f"{counts['skipped_unsupported_encoding']} frames skipped: unsupported encoding "
+                f"{dict(stats.encodings_skipped)}"
+            )
+        if counts.get("skipped_decode_error"):
+            warnings.append(f"{counts['skipped_decode_error']} frames skipped: image could not be decoded")
+        if stats.read_error:
+            warnings.append(
+                f"bag ended early (truncated or damaged?) after {counts.get('image_messages', 0)} "
+                f"image messages: {stats.read_error}"
+            )
+        if oracle_skipped:
+            warnings.append(
+                f"{oracle_skipped} frames skipped: no GT pose within "
+                f"{ORACLE_GT_TOLERANCE_NS / 1e6:g} ms or no depth (needed by the oracle)"
+            )
+        if src.depth_topic and counts.get("depth_missing"):
+            warnings.append(
+                f"{counts['depth_missing']} frames without a depth image within "
+                f"{src.depth_match_ns / 1e6:g} ms"
+            )
+        pc = pipe.counters()
+        if pc.get("skipped"):
+            warnings.append(f"{pc['skipped']} frames skipped by the skip policy ({params['skip_policy']})")
+        if pc.get("rejected"):
+            warnings.append(
+                f"{pc['rejected']} frames rejected by the pipeline "
+                f"({ {k: v for k, v in pc.items() if k.startswith('rejected_')} })"
+            )
+        if pc.get("windows_rejected"):
+            warnings.append(f"{pc['windows_rejected']} windows rejected by the alignment")
+        for w in warnings:
+            logger.warning("%s: %s", Path(bag).name, w)
+        if counts.get("frames", 0) == 0:
+            raise ReplayError(
+                f"{bag}: no usable image in {src.image_topic} "
+                f"({counts.get('image_messages', 0)} messages; {'; '.join(warnings) or 'empty'})"
+            )
+        if oracle and oracle_skipped == counts.get("frames", 0):
+            raise ReplayError(
+                f"{bag}: no frame has a GT pose (within {ORACLE_GT_TOLERANCE_NS / 1e6:g} ms) and a "
+                "depth image, so the oracle cannot run"
+            )
+
+        metrics: dict[str, Any] = {
+            "bag": str(bag),
+            "image_topic": src.image_topic,
+            "depth_topic": src.depth_topic,
+            "camera_info_topic": src.camera_info_topic,
+            "predictor": "custom" if opts.predictor is not None else params["predictor"],
+            "mode": f"realtime x{opts.realtime:g}" if opts.realtime else "deterministic (every frame)",
+            "image_messages": counts.get("image_messages", 0),
+            "frames_decoded": counts.get("frames", 0),
+            "frames_processed": len(col.stamps),
+            "keyframes": len(col.key_stamps),
+            "metric": bool(col.metric),
+            "scale_m_per_unit": float(pipe.scale),
+            "reader": {**counts, **anomalies},
+            "pipeline_counters": pc,
+            "output_bag": str(writer.mcap_file.relative_to(out)),
+            "output_messages": writer.counts,
+        }
+        est = np.stack(col.poses) if col.poses else np.zeros((0, 4, 4))
+        write_tum(out / "trajectory.tum", np.array(col.stamps, np.int64), est)
+        write_tum(
+            out / "keyframes.tum",
+            np.array(col.key_stamps, np.int64),
+            np.stack(col.key_poses) if col.key_poses else np.zeros((0, 4, 4)),
+        )
+        pipe.world_map.save_ply(out / "map.ply")
+        traj: dict[str, Any] = {}
+        if gt is not None and len(col.stamps):
+            traj = trajectory_metrics(col.stamps, est, gt, col.metric)
+            if "error" in traj:
+                warnings.append(f"trajectory metrics unavailable: {traj['error']}")
+        metrics["trajectory"] = traj
+        metrics["depth"] = depth_acc.metrics(col.metric) if len(depth_acc) else {"frames": 0}
+        wall = max(wall, 1e-9)
+        metrics["performance"] = {
+            "wall_s": wall,
+            "frames_per_s": len(col.stamps) / wall,
+            "window_latency_s": latency_stats(col.latencies),
+            **peak_memory(),
+        }
+        metrics["warnings"] = warnings
+        write_metrics_json(out / "metrics.json", metrics)
+        (out / "summary.md").write_text(summary_markdown(metrics))
+        try:
+            from vggt_ros.bag.plots import plot_trajectory
+
+            if "_aligned" in traj:
+                plot_trajectory(
+                    out / "trajectory.png",
+                    traj["_stamps"],
+                    traj["_aligned"],
+                    traj["_gt"],
+                    traj["_errors"],
+                    title=Path(bag).name,
+                )
+            elif len(col.stamps):
+                plot_trajectory(
+                    out / "trajectory.png", np.array(col.stamps), est[:, :3, 3], title=Path(bag).name
+                )
+        except Exception as exc:  # noqa: BLE001 - a plot failure must not lose the metrics
+            logger.warning("trajectory.png not written: %s", exc)
+        if gt is not None and traj.get("matched", 0) == 0:
+            raise ReplayError(
+                f"{bag}: none of the {len(col.stamps)} estimated poses has a GT pose within "
+                f"20 ms ({gt.source} spans {gt.span_s[0]:.3f}..{gt.span_s[1]:.3f} s); outputs "
+                f"written to {out} without trajectory metrics"
+            )
+        return metrics
+
+
+def _collect(col: _Collected, f: FrameOutput) -> None:
+    col.stamps.append(int(f.stamp_ns))
+    col.poses.append(np.asarray(f.world_T_camera, np.float64))
+    col.metric = bool(f.metric)
+    if f.is_keyframe:
+        col.key_stamps.append(int(f.stamp_ns))
+        col.key_poses.append(np.asarray(f.world_T_camera, np.float64))
+
+
+def _diag_values(pipe: Any, col: _Collected, wall: float) -> dict[str, Any]:
+    v: dict[str, Any] = dict(pipe.counters())
+    v["metric"] = bool(pipe.is_metric)
+    v["scale_m_per_unit"] = float(pipe.scale)
+    v["frames_per_s"] = len(col.stamps) / max(wall, 1e-9)
+    if col.latencies:
+        v["window_latency_p50_s"] = float(np.median(col.latencies))
+    return v
+
+
+def _run_realtime(pipe: Any, frames: Iterator[Frame], run: Any, rate: float, gt_depth: dict) -> None:
+    """Simulated live camera: frame k arrives at (stamp_k - stamp_0) / rate s on a clock that advances
+    by the measured inference time; the pipeline's skip policy decides what is dropped."""
+    if rate <= 0:
+        raise ReplayError(f"--realtime must be > 0, got {rate}")
+    it = iter(frames)
+    nxt = next(it, None)
+    if nxt is None:
+        return
+    t0 = nxt.stamp_ns
+    now = 0.0
+
+    def arrival(f: Frame) -> float:
+        return (f.stamp_ns - t0) / 1e9 / rate
+
+    while True:
+        while nxt is not None and arrival(nxt) <= now:
+            if not pipe.add_frame(nxt):
+                gt_depth.pop(nxt.stamp_ns, None)
+            nxt = next(it, None)
+        job = pipe.next_window()
+        if job is not None:
+            t = time.perf_counter()
+            run(job)
+            now += time.perf_counter() - t
+            continue
+        if nxt is None:
+            return
+        now = max(now, arrival(nxt))  # idle until the next frame arrives
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ReplayError(f"--set expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="vggt-ros-replay",
+        description="Replay rosbags (ROS 1 .bag, ROS 2 .db3/.mcap) through the vggt_ros pipeline and "
+        "evaluate "
+        "against ground truth.",
+    )
+    ap.add_argument(
+        "bags", nargs="+", metavar="BAG", help="ROS 1 .bag, ROS 2 bag directory, or .mcap/.db3 file"
+    )
+    ap.add_argument("--out", required=True, help="output folder (one subfolder per bag when several)")
+    ap.add_argument("--params", default=None, help="node parameter YAML (default: config/vggt.yaml)")
+    ap.add_argument(
+        "--predictor", choices=("vggt", "oracle"), default=None, help="override the 'predictor' parameter"
+    )
+    ap.add_argument("--checkpoint", default=None, help="override the 'checkpoint' parameter")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override any node parameter (YAML value), repeatable",
+    )
+    ap.add_argument("--image-topic", default=None)
+    ap.add_argument("--depth-topic", default=None, help="GT depth topic (16UC1 mm or 32FC1 m); '' = none")
+    ap.add_argument("--camera-info-topic", default=None)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument(
+        "--gt", default=None, metavar="FILE", help="TUM ground truth (timestamp tx ty tz qx qy qz qw)"
+    )
+    g.add_argument(
+        "--gt-topic",
+        default=None,
+        metavar="SPEC",
+        help="GT in the bag: '/tf:world.kinect' (TF frame path) or an Odometry/PoseStamped topic",
+    )
+    ap.add_argument(
+        "--realtime",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="simulate a live camera at RATE x bag speed (the node's skip policy applies)",
+    )
+    ap.add_argument("--max-frames", type=int, default=None, metavar="N")
+    ap.add_argument("--oracle-rot-noise-deg", type=float, default=0.0)
+    ap.add_argument("--oracle-trans-noise", type=float, default=0.0)
+    ap.add_argument("--oracle-depth-noise", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--log-level", default="WARNING")
+    return ap
+
+
+def _bag_name(path: str, used: set[str]) -> str:
+    p = Path(path.rstrip("/"))
+    name = p.stem if p.suffix in (".bag", ".mcap", ".db3") else p.name
+    base, i = name or "bag", 1
+    while name in used:
+        i += 1
+        name = f"{base}_{i}"
+    used.add(name)
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code (0 ok, 2 bad input in at least one bag)."""
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        overrides = _parse_set(args.set)
+        if args.predictor:
+            overrides["predictor"] = args.predictor
+        if args.checkpoint is not None:
+            overrides["checkpoint"] = args.checkpoint
+        params = load_params(args.params, overrides)
+        if args.max_frames is not None and args.max_frames < 1:
+            raise ReplayError("--max-frames must be >= 1")
+        noise = {
+            "pose_noise_rot_deg": args.oracle_rot_noise_deg,
+            "pose_noise_trans": args.oracle_trans_noise,
+            "depth_noise": args.oracle_depth_noise,
+        }
+        opts = ReplayOptions(
+            params=params,
+            image_topic=args.image_topic,
+            depth_topic=args.depth_topic,
+            camera_info_topic=args.camera_info_topic,
+            gt_file=args.gt,
+            gt_topic=args.gt_topic,
+            realtime=args.realtime,
+            max_frames=args.max_frames,
+            seed=args.seed,
+            oracle_noise={k: v for k, v in noise.items() if v},
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except ReplayError as exc:
+        print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    batch = len(args.bags) > 1
+    rows, failed, used = [], 0, set()
+    for bag in args.bags:
+        name = _bag_name(bag, used)
+        target = out / name if batch else out
+        try:
+            m = replay_bag(bag, target, opts)
+            rows.append(batch_row(name, m))
+            t = m.get("trajectory") or {}
+            ate_txt = f", ATE RMSE {t['ate']['rmse']:.4g} ({t['alignment']})" if "ate" in t else ""
+            print(f"{name}: {m['frames_processed']} frames{ate_txt} -> {target}")
+        except ReplayError as exc:
+            failed += 1
+            print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
+            rows.append(batch_row(name, None, str(exc)))
+    if batch:
+        out.mkdir(parents=True, exist_ok=True)
+        write_batch_summary(out, rows)
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
