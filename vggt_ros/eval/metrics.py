@@ -167,9 +167,17 @@ def _inv(T: np.ndarray) -> np.ndarray:
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Rotation angle(s) in degrees of rotation matrices [..., 3, 3] (numerically safe)."""
-    tr = np.trace(R, axis1=-2, axis2=-1)
-    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+    """Rotation angle(s) in degrees of rotation matrices [..., 3, 3] (numerically safe).
+
+    atan2(|axis part|, cos part) instead of arccos(trace): arccos is ill-conditioned near 0, where a
+    float32 rotation that is off-orthonormal by 1e-7 would read as ~0.01 deg of rotation.
+    """
+    R = np.asarray(R, dtype=np.float64)
+    cos_part = np.trace(R, axis1=-2, axis2=-1) - 1.0
+    axis = np.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], axis=-1
+    )
+    return np.degrees(np.arctan2(np.linalg.norm(axis, axis=-1), cos_part))
 
 
 def rpe(est: np.ndarray, gt: np.ndarray, delta: int = 1, align: Align = "none") -> dict[str, float]:

@@ -341,8 +341,12 @@ def camera_info_to_intrinsics(k: Any, height: int, width: int) -> tuple[np.ndarr
 
 
 def camera_info_msg_to_intrinsics(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
-    """A CameraInfo message (any flavour) -> (K, (height, width)); see :func:`camera_info_to_intrinsics`."""
-    return camera_info_to_intrinsics(msg.k, msg.height, msg.width)
+    """A CameraInfo message (any flavour) -> (K, (height, width)); see :func:`camera_info_to_intrinsics`.
+
+    ROS 1 spells the matrix ``K``, ROS 2 ``k``; both are accepted.
+    """
+    k = msg.k if hasattr(msg, "k") else msg.K
+    return camera_info_to_intrinsics(k, msg.height, msg.width)
 
 
 # ---------------------------------------------------------------------------------------------------
