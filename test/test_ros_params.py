@@ -1,0 +1,135 @@
+"""The node's parameter table, its YAML and the ROS-free node helpers (no rclpy needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from vggt_ros.core.config import PipelineConfig
+from vggt_ros.core.pipeline import WindowJob
+from vggt_ros.core.types import Frame
+from vggt_ros.ros import params as P
+from vggt_ros.ros.node import DepthSync, RateMeter, trim_job
+
+YAML = Path(__file__).resolve().parents[1] / "config" / "vggt.yaml"
+
+
+def test_yaml_documents_exactly_the_table_with_its_defaults():
+    doc = yaml.safe_load(YAML.read_text())
+    section = doc["vggt_node"]["ros__parameters"]
+    assert list(section) == [p.name for p in P.PARAMS]  # same names, table order
+    assert P.validate_params(section) == P.defaults()
+    text = YAML.read_text()
+    for p in P.PARAMS:  # every parameter has a comment line right above it
+        lines = text.splitlines()
+        i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{p.name}:"))
+        assert lines[i - 1].strip().startswith("#")
+    assert text == P.params_yaml_text()  # regenerate with params_yaml_text() after changing the table
+
+
+def test_pipeline_parameters_map_one_to_one_onto_pipeline_config():
+    fields = [f.name for f in dataclasses.fields(PipelineConfig) if f.name != "extra"]
+    table = [p.name for p in P.PARAMS if p.group == "pipeline"]
+    assert table == fields
+    for p in P.PARAMS:
+        assert p.description and "see vggt_ros/core/config.py" not in p.description, p.name
+    cfg = P.pipeline_config_from_params(P.defaults())
+    assert cfg == PipelineConfig()
+    cfg = P.pipeline_config_from_params(P.validate_params(
+        {"window_size": 10, "stride": 5, "scale_source": "depth",
+         "base_T_camera": np.eye(4).reshape(-1).tolist()}))
+    assert (cfg.window_size, cfg.stride, cfg.scale_source) == (10, 5, "depth")
+    np.testing.assert_array_equal(cfg.base_T_camera, np.eye(4))
+
+
+@pytest.mark.parametrize("bad, name", [
+    ({"device": "gpu"}, "device"), ({"device": "cuda:x"}, "device"), ({"dtype": "half"}, "dtype"),
+    ({"predictor": "dino"}, "predictor"), ({"model_config": "large"}, "model_config"),
+    ({"window_size": 1}, "window_size"), ({"window_size": 2.5}, "window_size"),
+    ({"stride": 8}, "stride"), ({"map_publish_period_s": 0.0}, "map_publish_period_s"),
+    ({"qos_depth": 0}, "qos_depth"), ({"publish_tf": "yes"}, "publish_tf"),
+    ({"fixed_scale": -1.0}, "fixed_scale"),
+    ({"image_transport": "theora"}, "image_transport"), ({"scale_source": "imu"}, "scale_source"),
+    ({"checkpoint": ""}, "checkpoint"), ({"odom_frame": "odom"}, "odom_frame"),
+    ({"publish_map_to_odom": True}, "publish_map_to_odom"), ({"base_T_camera": [1.0, 2.0]}, "base_T_camera"),
+    ({"conf_percentile": 100.0}, "conf_percentile"), ({"no_such_param": 1}, "no_such_param"),
+])
+def test_invalid_values_name_the_parameter(bad, name):
+    with pytest.raises(ValueError, match=name):
+        P.validate_params(bad)
+
+
+def test_valid_edge_values_and_coercions():
+    v = P.validate_params({"device": "cuda:1", "fixed_scale": 2, "checkpoint": "", "predictor": "oracle",
+                           "odom_frame": "odom", "base_frame": "base_link", "use_sim_time": True})
+    assert v["device"] == "cuda:1" and v["fixed_scale"] == 2.0 and isinstance(v["fixed_scale"], float)
+    assert "use_sim_time" not in v
+    assert P.validate_params({"checkpoint": "", "model_config": "small"})["checkpoint"] == ""
+
+
+def test_load_params_yaml_merges_wildcard_and_node_sections(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("/**:\n  ros__parameters:\n    window_size: 12\n    stride: 2\n"
+                 "/robot/vggt_node:\n  ros__parameters:\n    stride: 6\n    map_frame: world\n"
+                 "other_node:\n  ros__parameters:\n    stride: 3\n")
+    d = P.load_params_yaml(f)
+    assert d == {"window_size": 12, "stride": 6, "map_frame": "world"}
+    assert P.pipeline_config_from_params(P.validate_params(d)).stride == 6
+    assert P.load_params_yaml(f, node_name="camera_driver") == {"window_size": 12, "stride": 2}
+    f.write_text("other_node:\n  ros__parameters:\n    stride: 3\n")
+    with pytest.raises(ValueError, match="no parameters for node"):
+        P.load_params_yaml(f)
+    f.write_text("vggt_node:\n  window_size: 3\n")
+    with pytest.raises(ValueError, match="ros__parameters"):
+        P.load_params_yaml(f)
+
+
+def test_make_predictor_refuses_the_oracle_with_a_reason():
+    with pytest.raises(ValueError, match="ground truth"):
+        P.make_predictor({"predictor": "oracle", "checkpoint": ""})
+
+
+def _job(n_ctx: int, n_new: int) -> WindowJob:
+    frames = [Frame(stamp_ns=i, image=np.zeros((4, 4, 3), np.uint8)) for i in range(n_ctx + n_new)]
+    return WindowJob(7, frames, [False] * n_ctx + [True] * n_new, np.zeros((3, 2), np.float32))
+
+
+def test_trim_job_drops_context_before_new_frames_and_keeps_the_anchor():
+    job, dropped = trim_job(_job(4, 3), 5)
+    assert [f.stamp_ns for f in job.frames] == [0, 3, 4, 5, 6] and dropped == 0
+    assert job.new_mask == [False, False, True, True, True]
+    job, dropped = trim_job(_job(4, 3), 3)
+    assert [f.stamp_ns for f in job.frames] == [0, 5, 6] and dropped == 1
+    job, dropped = trim_job(_job(0, 6), 4)  # bootstrap: the newest frames survive, queries dropped
+    assert [f.stamp_ns for f in job.frames] == [2, 3, 4, 5] and dropped == 2 and job.query_points is None
+    same, dropped = trim_job(_job(2, 2), 8)
+    assert len(same.frames) == 4 and dropped == 0
+
+
+def test_depth_sync_pairs_by_stamp_keeps_order_and_never_stalls():
+    sync = DepthSync(tolerance_ns=10, max_wait=2)
+
+    def fr(s):
+        return Frame(stamp_ns=s, image=np.zeros((2, 2, 3), np.uint8))
+
+    assert sync.add_image(fr(100)) == []  # waits for its depth
+    out = sync.add_depth(105, np.ones((2, 2), np.float32))
+    assert [f.stamp_ns for f in out] == [100] and out[0].metric_depth is not None
+    assert sync.add_depth(300, np.full((2, 2), 3.0, np.float32)) == []
+    assert sync.add_image(fr(200)) == []
+    assert [f.stamp_ns for f in sync.add_image(fr(300))] == []  # 200 still waiting, order kept
+    out = sync.add_image(fr(400))  # 200 waited for 2 newer images: released without depth, then 300
+    assert [f.stamp_ns for f in out] == [200, 300]
+    assert out[0].metric_depth is None and float(out[1].metric_depth[0, 0]) == 3.0
+
+
+def test_rate_meter():
+    r = RateMeter(window_s=10.0)
+    for i in range(11):
+        r.add(1, now=100.0 + i * 0.5)
+    assert r.rate(now=105.0) == pytest.approx(11 / 5.0)
+    assert r.rate(now=200.0) == 0.0
