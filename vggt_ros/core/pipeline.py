@@ -1,0 +1,460 @@
+"""StreamingPipeline: frames in, aligned windows out (the public API of the ROS-free core).
+
+Usage (the node's worker thread and the bag replay do exactly this)::
+
+    pipe = StreamingPipeline(PipelineConfig())
+    pipe.add_frame(frame)                 # callback thread, cheap, never waits on inference
+    job = pipe.next_window()              # worker: None until `stride` new frames are pending
+    if job is not None:
+        out = pipe.run_window(job, predictor)   # or: out = pipe.process(job, predictor.predict(...))
+    ...
+    job = pipe.flush()                    # end of stream: the remaining frames, if any
+
+Windows must be processed in the order they were taken (one worker). The first window (bootstrap)
+holds ``window_size`` new frames and defines the world (its first frame's camera, its units); every
+later window = the anchor keyframe + other placed context frames + ``stride`` new frames, and is
+placed by :mod:`vggt_ros.core.alignment`. Every new frame is published exactly once, with its stamp.
+
+Units: internally poses and depths are in *world units* (the first window's). Published values are
+multiplied by the metric factor of :mod:`vggt_ros.core.scale` (metres per world unit) when known,
+and expressed in the world frame of :mod:`vggt_ros.core.frames`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from vggt_ros.core.alignment import Alignment, ContextRef, align_window, bootstrap_alignment
+from vggt_ros.core.config import PipelineConfig
+from vggt_ros.core.frame_buffer import Counters, FrameBuffer, RateLimitedLogger
+from vggt_ros.core.frames import to_output_pose, world_T_optical_world
+from vggt_ros.core.keyframes import KeyframeSelector
+from vggt_ros.core.scale import MetricScale
+from vggt_ros.core.tracks import TrackIdRegistry, make_queries, network_tracks_to_camera
+from vggt_ros.core.types import Frame, FrameOutput, Predictor, TrackOutput, WindowOutput
+from vggt_ros.core.world_map import WorldMap
+from vggt_ros.prediction import Prediction, PreprocessInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowJob:
+    """One window to predict: context frames (already placed, anchor first) then new frames."""
+
+    window_index: int
+    frames: list[Frame]
+    new_mask: list[bool]
+    query_points: np.ndarray | None = None
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return [f.image for f in self.frames]
+
+    @property
+    def frame_keys(self) -> list[int]:
+        return [int(f.stamp_ns) for f in self.frames]
+
+    @property
+    def is_bootstrap(self) -> bool:
+        """True for a window without placed frames (it defines the world)."""
+        return all(self.new_mask)
+
+
+@dataclass
+class _PlacedState:
+    world_T_camera: np.ndarray  # internal optical world, world units
+    depth: np.ndarray  # [H, W] world units, network resolution
+    conf: np.ndarray
+    K_net: np.ndarray
+    is_keyframe: bool
+    observations: int = 1
+
+
+def valid_conf_mask(conf: np.ndarray, percentile: float, conf_min: float) -> np.ndarray:
+    """Pixels kept for outputs: finite conf >= the frame's percentile and >= the absolute floor."""
+    ok = np.isfinite(conf) & (conf >= conf_min)
+    if percentile > 0 and np.any(ok):
+        ok &= conf >= np.percentile(conf[ok], percentile)
+    return ok
+
+
+def network_index_maps(info: PreprocessInfo, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
+                                                                                  np.ndarray, np.ndarray]:
+    """Nearest network row/col for each output row/col (output = camera image resized to ``out_hw``)."""
+    h0, w0 = info.original_hw
+    ho, wo = out_hw
+    xo = (np.arange(wo) + 0.5) * (w0 / wo) - 0.5
+    yo = (np.arange(ho) + 0.5) * (h0 / ho) - 0.5
+    xn = info.original_to_network_pixels(np.stack([xo, np.zeros(wo)], 1))[:, 0]
+    yn = info.original_to_network_pixels(np.stack([np.zeros(ho), yo], 1))[:, 1]
+    x0, y0, x1, y1 = info.valid_network_box()
+    cols = np.rint(xn).astype(np.int64)
+    rows = np.rint(yn).astype(np.int64)
+    col_ok = (cols >= x0) & (cols < x1)
+    row_ok = (rows >= y0) & (rows < y1)
+    hn, wn = info.network_hw
+    return np.clip(rows, 0, hn - 1), np.clip(cols, 0, wn - 1), row_ok, col_ok
+
+
+def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """Intrinsics of an image resized from ``from_hw`` to ``to_hw`` (pixel centres at integers)."""
+    sx = to_hw[1] / from_hw[1]
+    sy = to_hw[0] / from_hw[0]
+    out = np.array(K, np.float64, copy=True)
+    out[0, 0] *= sx
+    out[0, 1] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+def depth_to_points(depth: np.ndarray, K: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray,
+                                                                                             np.ndarray]:
+    """Camera-frame points ``[N, 3]`` float32 of finite depth pixels (every ``stride``-th), and flat ids."""
+    h, w = depth.shape
+    rows = np.arange(0, h, stride)
+    cols = np.arange(0, w, stride)
+    sub = depth[np.ix_(rows, cols)]
+    ok = np.isfinite(sub) & (sub > 0)
+    r, c = np.nonzero(ok)
+    if max_points and len(r) > max_points:
+        keep = np.linspace(0, len(r) - 1, max_points).astype(np.int64)
+        r, c = r[keep], c[keep]
+    v = rows[r].astype(np.float64)
+    u = cols[c].astype(np.float64)
+    z = sub[r, c].astype(np.float64)
+    y = (v - K[1, 2]) / K[1, 1]
+    x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    pts = np.stack([x * z, y * z, z], 1).astype(np.float32)
+    return pts, rows[r] * w + cols[c]
+
+
+class StreamingPipeline:
+    """Sliding-window streaming core (see the module docstring)."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self._lock = threading.RLock()
+        self._counters = Counters()
+        self._rl = RateLimitedLogger(logger, config.log_interval_s)
+        self._buffer = FrameBuffer(
+            config.window_size, config.stride, config.skip_policy, config.max_pending_frames,
+            self._counters, config.log_interval_s,
+        )
+        self._selector = KeyframeSelector(
+            config.min_parallax_px, config.min_rotation_deg, config.min_translation,
+            config.min_keyframe_gap, config.max_keyframe_gap, config.flow_width,
+        )
+        self._scale = MetricScale(
+            config.scale_source, config.fixed_scale, config.scale_freeze_samples,
+            config.scale_min_motion, config.scale_min_pixels,
+        )
+        self._map = WorldMap(config.voxel_size, config.map_max_points)
+        self._tracks = TrackIdRegistry(config.track_match_px)
+        self._world_T_optical = world_T_optical_world(config.world_frame_convention, config.base_T_camera)
+        self._states: dict[int, _PlacedState] = {}
+        self._next_index = 0
+        self._map_scale = 1.0  # metric factor the map's points were inserted with
+
+    # ------------------------------------------------------------------ stream side
+    def add_frame(self, frame: Frame) -> bool:
+        """Validate and queue a frame (thread-safe, cheap); False if rejected (counted, warned)."""
+        return self._buffer.add_frame(frame)
+
+    def next_window(self) -> WindowJob | None:
+        """The next window to predict, or None until enough new frames arrived (thread-safe)."""
+        return self._take(flush=False)
+
+    def flush(self) -> WindowJob | None:
+        """End of stream: a window with the remaining pending frames (None if nothing is pending)."""
+        return self._take(flush=True)
+
+    def _take(self, flush: bool) -> WindowJob | None:
+        with self._lock:
+            taken = self._buffer.take_window(flush=flush)
+            if taken is None:
+                return None
+            context, new = taken
+            frames = [*context, *new]
+            queries = None
+            if self.config.num_track_queries > 0:
+                carried = self._tracks.carried_positions(int(frames[0].stamp_ns)) if context else None
+                queries = make_queries(
+                    frames[0].image, self.config.num_track_queries, self.config.track_query_mode, carried,
+                    min_dist=max(2.0 * self.config.track_match_px, 2.0),
+                )
+            job = WindowJob(self._next_index, frames, [False] * len(context) + [True] * len(new), queries)
+            self._next_index += 1
+            return job
+
+    # ------------------------------------------------------------------ integration
+    def run_window(self, job: WindowJob, predictor: Predictor) -> WindowOutput:
+        """Predict ``job`` with ``predictor`` and integrate it; timings in the output."""
+        t0 = time.perf_counter()
+        pred = predictor.predict(job.images, job.query_points, job.frame_keys)
+        t1 = time.perf_counter()
+        out = self.process(job, pred)
+        out.timings["predict"] = t1 - t0
+        for k, v in pred.timings.items():
+            out.timings[f"predictor_{k}"] = float(v)
+        out.timings["total"] = time.perf_counter() - t0
+        return out
+
+    def process(self, job: WindowJob, prediction: Prediction) -> WindowOutput:
+        """Align the window, select keyframes, update scale and map, build the outputs."""
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self._process_locked(job, prediction)
+            out.timings["process"] = time.perf_counter() - t0
+            self._counters.set("map_points", len(self._map))
+            self._counters.set("map_points_dropped", self._map.dropped)
+            return out
+
+    def _reject(self, job: WindowJob, reason: str, residual: float = float("nan")) -> WindowOutput:
+        self._counters.add("windows_rejected")
+        self._counters.add(f"windows_rejected_{reason}")
+        self._counters.add("frames_lost_rejected", sum(job.new_mask))
+        self._rl.warning(f"window_{reason}", "window %d rejected: %s (residual %.3g)", job.window_index,
+                         reason, residual)
+        return WindowOutput(job.window_index, False, residual=residual, rejection_reason=reason)
+
+    def _check_prediction(self, job: WindowJob, pred: Prediction) -> str:
+        S = len(job.frames)
+        if pred.num_frames != S or pred.depth.shape[0] != S or pred.depth_conf.shape != pred.depth.shape:
+            return "bad_prediction_shape"
+        if pred.intrinsics.shape != (S, 3, 3) or len(pred.preprocess) != S:
+            return "bad_prediction_shape"
+        if not np.all(np.isfinite(pred.extrinsics)):
+            return "non_finite_prediction"
+        return ""
+
+    def _process_locked(self, job: WindowJob, pred: Prediction) -> WindowOutput:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        reason = self._check_prediction(job, pred)
+        if reason:
+            return self._reject(job, reason)
+        t = time.perf_counter()
+        if job.is_bootstrap:
+            if self._states:
+                return self._reject(job, "stale_bootstrap")
+            align: Alignment = bootstrap_alignment(pred)
+        else:
+            refs = []
+            for i, (f, is_new) in enumerate(zip(job.frames, job.new_mask)):
+                st = self._states.get(int(f.stamp_ns))
+                if not is_new and st is not None:
+                    refs.append(ContextRef(i, st.world_T_camera, st.depth, st.conf, st.K_net))
+            if not refs or refs[0].window_index != 0:
+                return self._reject(job, "anchor_lost")
+            align = align_window(
+                pred, refs[0], refs[1:], cfg.align_conf_quantile, cfg.min_valid_pixels,
+                cfg.max_alignment_residual, cfg.sim3_refine,
+            )
+        timings["alignment"] = time.perf_counter() - t
+        if not align.accepted:
+            return self._reject(job, align.reason, align.residual)
+        self._counters.add("windows")
+
+        poses = align.camera_poses(pred.extrinsics)
+        if not job.is_bootstrap and cfg.context_pose_averaging:
+            self._refine_context_poses(job, poses)
+        depth_world = pred.depth.astype(np.float32) * np.float32(align.scale)
+        new_idx = [i for i, m in enumerate(job.new_mask) if m]
+        masks = {i: valid_conf_mask(pred.depth_conf[i], cfg.conf_percentile, cfg.conf_min)
+                 & np.isfinite(depth_world[i]) & (depth_world[i] > 0) for i in new_idx}
+
+        # ---- keyframes, placement and scale samples -------------------------------------------
+        t = time.perf_counter()
+        keyflags: dict[int, bool] = {}
+        old_metric = self._scale.scale
+        for n, i in enumerate(new_idx):
+            f = job.frames[i]
+            if job.is_bootstrap and n == 0:
+                is_kf = True
+            else:
+                is_kf = self._selector.decide(f.image, poses[i]).is_keyframe
+            keyflags[i] = is_kf
+            if is_kf:
+                d = depth_world[i][masks[i]]
+                med = float(np.median(d)) if d.size else float("nan")
+                self._selector.set_keyframe(f.image, poses[i], med)
+                self._counters.add("keyframes")
+                if f.odometry_pose is not None:
+                    self._scale.add_odometry_keyframe(poses[i], f.odometry_pose)
+            else:
+                self._selector.advance()
+            if f.metric_depth is not None and self._scale.source == "depth":
+                self._depth_scale_sample(f.metric_depth, depth_world[i], masks[i], pred.preprocess[i])
+            self._states[int(f.stamp_ns)] = _PlacedState(
+                poses[i], depth_world[i], pred.depth_conf[i].astype(np.float32),
+                np.asarray(pred.intrinsics[i], np.float64), is_kf,
+            )
+            self._buffer.mark_placed(f, is_kf)
+        timings["keyframes"] = time.perf_counter() - t
+        metric = self._scale.scale
+        if metric != old_metric and len(self._map):
+            self._map.rescale(metric / self._map_scale, center=self._world_T_optical[:3, 3])
+        self._map_scale = metric
+
+        # ---- outputs and map ------------------------------------------------------------------
+        t = time.perf_counter()
+        frames_out = [self._frame_output(job.frames[i], pred, i, poses[i], depth_world[i], masks[i],
+                                         keyflags[i]) for i in new_idx]
+        timings["outputs"] = time.perf_counter() - t
+        t = time.perf_counter()
+        for fo in frames_out:
+            if cfg.map_update == "all" or fo.is_keyframe:
+                T = fo.world_T_camera
+                self._map.add(fo.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3], fo.colors)
+        timings["map"] = time.perf_counter() - t
+
+        tracks = self._track_output(job, pred)
+        keep = self._buffer.retained_stamps()
+        for s in [s for s in self._states if s not in keep]:
+            del self._states[s]
+        self._counters.add("frames_out", len(frames_out))
+        return WindowOutput(job.window_index, True, frames_out, tracks, scale=float(align.scale * metric),
+                            residual=float(align.residual), timings=timings)
+
+    def _refine_context_poses(self, job: WindowJob, poses: np.ndarray) -> None:
+        """Average each context frame's stored pose with this window's estimate of it.
+
+        Every window observes its context frames again with independent prediction noise; a running
+        mean (weight 1/n for the n-th observation) shrinks the error of the poses that anchor later
+        windows, so the chain drifts less. Published poses are not changed (each frame is published
+        once); only the reference for later windows improves.
+        """
+        for i, (f, is_new) in enumerate(zip(job.frames, job.new_mask)):
+            st = self._states.get(int(f.stamp_ns))
+            if is_new or st is None:
+                continue
+            st.observations += 1
+            w = 1.0 / st.observations
+            T = st.world_T_camera.copy()
+            dR = Rotation.from_matrix(T[:3, :3].T @ poses[i][:3, :3]).as_rotvec()
+            T[:3, :3] = T[:3, :3] @ Rotation.from_rotvec(w * dR).as_matrix()
+            T[:3, 3] = (1 - w) * T[:3, 3] + w * poses[i][:3, 3]
+            st.world_T_camera = T
+
+    def _depth_scale_sample(self, metric_depth: np.ndarray, depth_world: np.ndarray, mask: np.ndarray,
+                            info: PreprocessInfo) -> None:
+        md = np.asarray(metric_depth, np.float64)
+        hn, wn = depth_world.shape
+        h0, w0 = info.original_hw
+        hd, wd = md.shape
+        u = info.network_to_original_pixels(np.stack([np.arange(wn), np.zeros(wn)], 1))[:, 0]
+        v = info.network_to_original_pixels(np.stack([np.zeros(hn), np.arange(hn)], 1))[:, 1]
+        cols = np.rint((u + 0.5) * wd / w0 - 0.5).astype(np.int64)
+        rows = np.rint((v + 0.5) * hd / h0 - 0.5).astype(np.int64)
+        ok = mask & ((rows >= 0) & (rows < hd))[:, None] & ((cols >= 0) & (cols < wd))[None, :]
+        sampled = md[np.clip(rows, 0, hd - 1)[:, None], np.clip(cols, 0, wd - 1)[None, :]]
+        self._scale.add_depth(sampled[ok], depth_world[ok])
+
+    def _depth_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        cfg = self.config
+        h0, w0 = image_hw
+        if cfg.depth_width > 0 and cfg.depth_height > 0:
+            return int(cfg.depth_height), int(cfg.depth_width)
+        if cfg.depth_width > 0:
+            return max(1, round(h0 * cfg.depth_width / w0)), int(cfg.depth_width)
+        if cfg.depth_height > 0:
+            return int(cfg.depth_height), max(1, round(w0 * cfg.depth_height / h0))
+        return max(1, round(h0 * cfg.depth_scale_factor)), max(1, round(w0 * cfg.depth_scale_factor))
+
+    def _frame_output(self, frame: Frame, pred: Prediction, i: int, pose: np.ndarray, depth_world: np.ndarray,
+                      mask: np.ndarray, is_kf: bool) -> FrameOutput:
+        cfg = self.config
+        info = pred.preprocess[i]
+        image_hw = (int(frame.image.shape[0]), int(frame.image.shape[1]))
+        if frame.intrinsics is not None:
+            K = np.asarray(frame.intrinsics, np.float64)
+        else:
+            K = info.intrinsics_to_original(np.asarray(pred.intrinsics[i], np.float64))
+        out_hw = self._depth_hw(image_hw)
+        rows, cols, row_ok, col_ok = network_index_maps(info, out_hw)
+        m = self._scale.scale
+        net_depth = np.where(mask, depth_world * np.float32(m), np.float32(np.nan))
+        depth = net_depth[rows[:, None], cols[None, :]]
+        inside = row_ok[:, None] & col_ok[None, :]
+        depth = np.where(inside, depth, np.float32(np.nan)).astype(np.float32)
+        conf = np.where(inside, pred.depth_conf[i][rows[:, None], cols[None, :]], 0).astype(np.float32)
+        if out_hw == image_hw:
+            rgb = frame.image
+        else:
+            interp = cv2.INTER_AREA if out_hw[0] * out_hw[1] < image_hw[0] * image_hw[1] else cv2.INTER_LINEAR
+            rgb = cv2.resize(frame.image, (out_hw[1], out_hw[0]), interpolation=interp)
+        K_depth = scale_intrinsics(K, image_hw, out_hw)
+        points, flat = depth_to_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
+        colors = rgb.reshape(-1, 3)[flat]
+        return FrameOutput(
+            stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,
+            world_T_camera=to_output_pose(pose, m, self._world_T_optical),
+            intrinsics=K, image_hw=image_hw, depth=depth, depth_conf=conf, depth_intrinsics=K_depth,
+            rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=self._scale.is_metric,
+        )
+
+    def _track_output(self, job: WindowJob, pred: Prediction) -> TrackOutput | None:
+        if job.query_points is None or pred.tracks is None:
+            return None
+        positions = network_tracks_to_camera(np.asarray(pred.tracks), pred.preprocess)
+        S, N = positions.shape[:2]
+        vis = (np.asarray(pred.track_vis, np.float32) if pred.track_vis is not None
+               else np.ones((S, N), np.float32))
+        conf = (np.asarray(pred.track_conf, np.float32) if pred.track_conf is not None
+                else np.ones((S, N), np.float32))
+        anchor = int(job.frames[0].stamp_ns)
+        ids = self._tracks.assign(anchor, job.query_points)
+        # the anchor row is the query itself (exact, so continuation matching stays exact)
+        positions[0] = np.asarray(job.query_points, np.float32)
+        self._tracks.update(job.frame_keys, ids, positions, vis)
+        self._counters.add("track_windows")
+        return TrackOutput(job.frame_keys, 0, ids, positions, vis, conf, job.frames[0].frame_id)
+
+    # ------------------------------------------------------------------ state
+    def counters(self) -> dict[str, int]:
+        """Snapshot of all counters (received, accepted, rejected_<reason>, skipped, windows, ...)."""
+        c = self._counters.snapshot()
+        for k in ("received", "accepted", "rejected", "skipped", "windows", "windows_rejected", "keyframes"):
+            c.setdefault(k, 0)
+        c["map_points"] = len(self._map)
+        c["map_points_dropped"] = int(self._map.dropped)
+        c["map_bytes"] = int(self._map.nbytes)
+        c["pending"] = self._buffer.pending_count()
+        c["scale_samples"] = self._scale.num_samples
+        return c
+
+    @property
+    def world_map(self) -> WorldMap:
+        return self._map
+
+    @property
+    def is_metric(self) -> bool:
+        """True when outputs are in metres (scale source fixed, or depth/odometry with a sample)."""
+        return self._scale.is_metric
+
+    @property
+    def scale(self) -> float:
+        """Metres per world unit applied to the outputs (1.0 while non-metric)."""
+        return self._scale.scale
+
+    def reset(self) -> None:
+        """Start over: new world at the next frame; counters are kept (they are monotonic)."""
+        with self._lock:
+            self._buffer.reset()
+            self._selector.reset()
+            self._scale.reset()
+            self._map.clear_points()
+            self._tracks.reset()
+            self._states.clear()
+            self._map_scale = 1.0
+            self._counters.add("resets")
