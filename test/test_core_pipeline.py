@@ -119,8 +119,11 @@ def test_pure_rotation_and_near_static(kind: str) -> None:
           f"rotation rmse {np.sqrt(np.mean(rot**2)):.3f} deg vs {ROT_NOISE_DEG} deg, keyframes {kf}")
     # Sim(3) ATE is degenerate here (the true positions barely move), so positions are checked in
     # metres without alignment. A full turn needs ~30 keyframes, each adding independent per-window
-    # noise to the chain (a random walk), hence the looser bound for pure rotation.
-    bound_pos, bound_rot = (2.5, 4.0) if kind == "rotation" else (1.5, 2.0)
+    # noise to the chain (a random walk), hence the looser position bound for pure rotation. Measured
+    # over oracle seeds 1-7 (placement averaged over all context frames): rotation position
+    # 1.77-2.20x, rotation 1.2-2.2x (anchor + Umeyama placement before: 1.8-2.9x and 1.6-4.1x);
+    # static position 1.08-1.37x, rotation 1.1-1.6x.
+    bound_pos, bound_rot = (2.5, 2.5) if kind == "rotation" else (1.5, 2.0)
     assert np.sqrt(np.mean(pos_err**2)) <= bound_pos * noise
     assert np.sqrt(np.mean(rot**2)) <= bound_rot * ROT_NOISE_DEG
     assert ate(E, G, align="sim3")["rmse"] <= 1.5 * noise

@@ -212,6 +212,32 @@ def test_alignment_recovers_scale_and_poses(refine: bool) -> None:
     np.testing.assert_allclose(al.camera_poses(pred.extrinsics), poses, atol=1e-4)
 
 
+def test_alignment_averages_all_context_frames_and_drops_outlier() -> None:
+    """The placement is the weighted mean over context frames, not the anchor alone; outliers dropped."""
+    scale = 2.0
+    poses, depth, K, pred = _synthetic_window(6, scale=scale)
+
+    def ref(i: int, err_deg: float, weight: float = 1.0) -> ContextRef:
+        T = poses[i].copy()  # stored pose off by a world rotation about z
+        T[:3, :3] = Rotation.from_euler("z", err_deg, degrees=True).as_matrix() @ T[:3, :3]
+        return ContextRef(i, T, depth[i], np.full(depth[i].shape, 5.0), K, weight)
+
+    def rot_err(al) -> float:
+        R = al.camera_poses(pred.extrinsics)[0][:3, :3]
+        return float(np.degrees(Rotation.from_matrix(poses[0][:3, :3].T @ R).magnitude()))
+
+    # anchor +1 deg, two frames -1 / 0 deg, one frame 20 deg off (dropped): the mean is exact
+    refs = [ref(0, 1.0), ref(1, -1.0), ref(2, 0.0), ref(3, 20.0)]
+    al = align_window(pred, refs[0], refs[1:], max_residual=1.0)
+    assert al.accepted and abs(al.scale - scale) < 1e-3
+    assert rot_err(al) < 0.05
+    anchor_only = align_window(pred, refs[0], refs[1:], max_residual=1.0, sim3_refine=False)
+    assert abs(rot_err(anchor_only) - 1.0) < 0.05
+    # weights: well-established frames count more (3:1 -> 0.5 deg)
+    al = align_window(pred, ref(0, 1.0, 3.0), [ref(1, -1.0, 1.0)], max_residual=1.0)
+    assert abs(rot_err(al) - 0.5) < 0.05
+
+
 def test_alignment_rejects_inconsistent_window() -> None:
     poses, depth, K, pred = _synthetic_window(6, scale=2.0)
     pred.depth[1] *= np.random.default_rng(3).uniform(0.2, 3.0, pred.depth[1].shape).astype(np.float32)

@@ -9,9 +9,16 @@ The scale ``s`` (world units per window unit) is the confidence-weighted median 
 ``depth_world / depth_window`` over pixels that are confident in both predictions, pooled over all
 overlapping (context) frames (VGGT-SLAM 2.0 style: depth of the *same* pixels, so no feature
 matching and no reliance on camera-centre spread: works for pure rotation and static cameras).
-Optionally (``sim3_refine``) rotation and translation are refined by Umeyama on the same pixels' 3D
-points (all context frames, one outlier-trimming pass, scale kept from the depth ratio because
-Umeyama's scale is biased by point noise), which averages out the anchor's own pose error.
+Optionally (``sim3_refine``) rotation and translation are re-estimated from *every* overlapping
+context frame, not only the anchor: each placed frame ``k`` gives its own estimate
+``world_T_window^(k) = world_T_cam_k @ E_k`` (translation scaled by ``s``), and the estimates are
+combined by a weighted rotation mean (scipy) and weighted translation mean, weighted by how
+well-established each stored pose is (``ContextRef.weight``: the number of windows that observed it),
+after one pass that drops estimates far from the consensus (a frame whose stored pose is off).
+This averages the per-frame prediction noise and leans on the older, better-averaged frames, so the
+chain's random walk grows more slowly (measured on the oracle over 7 seeds: pure-rotation rotation
+error 0.6-1.1 deg instead of 0.8-2.1 deg with the former Umeyama fit on the overlapping points, whose
+rotation and translation are coupled when the camera centre does not move).
 
 Residual: the new prediction's points of each context frame, mapped to the world and into that
 frame's *stored* camera, are compared in depth with the stored depth; the median relative
@@ -24,11 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from vggt_ros.prediction import Prediction
 
 MAX_REFINE_POINTS = 6000  # 3D correspondences for the refinement and the residual
 MAX_SCALE_PIXELS = 20000  # pixels per reference frame for the depth-ratio median
+OUTLIER_FACTOR = 4.0  # context placement estimates beyond this many median deviations are dropped
 
 
 @dataclass
@@ -40,6 +49,7 @@ class ContextRef:
     depth: np.ndarray  # [H, W] world units (network resolution of the earlier prediction)
     conf: np.ndarray  # [H, W]
     intrinsics: np.ndarray  # 3x3 network-resolution intrinsics used with ``depth``
+    weight: float = 1.0  # trust in the stored pose for the pose averaging (e.g. windows that observed it)
 
 
 @dataclass
@@ -120,6 +130,39 @@ def umeyama(
     return s, R, t
 
 
+def average_similarity(
+    s: float, refs: list[ContextRef], extrinsics: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust weighted mean of the per-frame estimates ``world_T_window^(k)`` (rotation, translation).
+
+    Estimates far from the medoid (the estimate closest to all others: > 4x the median deviation plus
+    a small floor, in rotation or translation) are dropped first, so one badly placed context frame
+    cannot drag the window; the rest are averaged with their weights.
+    """
+    E = np.asarray(extrinsics, np.float64)
+    Tw = np.stack([np.asarray(r.world_T_camera, np.float64) for r in refs])
+    Ek = E[[r.window_index for r in refs]]
+    Rk = np.einsum("kab,kbc->kac", Tw[:, :3, :3], Ek[:, :3, :3])
+    tk = s * np.einsum("kab,kb->ka", Tw[:, :3, :3], Ek[:, :3, 3]) + Tw[:, :3, 3]
+    w = np.array([max(float(r.weight), 0.0) for r in refs])
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        w = np.ones(len(refs))
+    keep = np.ones(len(refs), bool)
+    if len(refs) > 2:
+        cos = (np.einsum("iab,jab->ij", Rk, Rk) - 1.0) / 2.0  # trace(R_i^T R_j) -> cos(angle)
+        ang = np.arccos(np.clip(cos, -1.0, 1.0))
+        dist = np.linalg.norm(tk[:, None] - tk[None], axis=2)
+        scale_t = max(float(np.median(dist)), 1e-12)
+        m = int(np.argmin(ang.sum(1) / max(float(np.median(ang)), 1e-6) + dist.sum(1) / scale_t))
+        dr, dt = ang[m], dist[m]
+        others = np.arange(len(refs)) != m  # the medoid's own zero deviation would shrink the median
+        keep = ((dr <= OUTLIER_FACTOR * np.median(dr[others]) + np.radians(0.5))
+                & (dt <= OUTLIER_FACTOR * np.median(dt[others]) + 1e-3 * scale_t))
+    R = Rotation.from_matrix(Rk[keep]).mean(weights=w[keep]).as_matrix()
+    t = (w[keep, None] * tk[keep]).sum(0) / w[keep].sum()
+    return R, t
+
+
 def _subsample(idx: np.ndarray, cap: int) -> np.ndarray:
     if len(idx) <= cap:
         return idx
@@ -194,14 +237,9 @@ def align_window(
     src = np.concatenate(src_all)
     dst = np.concatenate(dst_all)
     own = np.concatenate(owner)
-    if sim3_refine and len(src) >= max(min_valid_pixels // 4, 10):
-        # Rotation and translation only: Umeyama's own scale is biased low by noise in the source
-        # points (measured: ~6 % scale drift per 100 keyframes), the depth-ratio median is not.
-        _, R1, t1 = umeyama(s * src, dst, with_scale=False)
-        err = np.linalg.norm(s * src @ R1.T + t1 - dst, axis=1)
-        keep = err <= 3.0 * np.median(err) + 1e-12
-        if keep.sum() >= 10:
-            _, R1, t1 = umeyama(s * src[keep], dst[keep], with_scale=False)
+    if sim3_refine and len(sel) > 1:
+        # Scale stays the depth-ratio median (unbiased); only rotation and translation are averaged.
+        R1, t1 = average_similarity(s, [ref for ref, _ in sel], E)
         if np.all(np.isfinite(R1)) and np.all(np.isfinite(t1)):
             R, t = R1, t1
     # ---- residual: new points in each stored camera vs stored depth ------------------------------

@@ -47,7 +47,7 @@ class PipelineConfig:
     align_conf_quantile: float = 0.5  # pixels above this conf quantile in both predictions are used
     min_valid_pixels: int = 200  # overlapping confident pixels needed to align a window
     max_alignment_residual: float = 0.25  # median relative depth disagreement above which we reject
-    sim3_refine: bool = True  # refine the anchor-based alignment by Umeyama on overlapping points
+    sim3_refine: bool = True  # re-estimate the anchor-based placement from all context frames (mean)
     context_pose_averaging: bool = True  # average context frames' stored poses over the windows seeing them
     # --- metric scale -------------------------------------------------------------------------------
     scale_source: str = "none"  # none | fixed | depth | odometry

@@ -253,7 +253,9 @@ class StreamingPipeline:
             for i, (f, is_new) in enumerate(zip(job.frames, job.new_mask)):
                 st = self._states.get(int(f.stamp_ns))
                 if not is_new and st is not None:
-                    refs.append(ContextRef(i, st.world_T_camera, st.depth, st.conf, st.K_net))
+                    # weight: windows that observed it (better averaged poses steer the placement more)
+                    refs.append(ContextRef(i, st.world_T_camera, st.depth, st.conf, st.K_net,
+                                           float(st.observations)))
             if not refs or refs[0].window_index != 0:
                 return self._reject(job, "anchor_lost")
             align = align_window(

@@ -171,7 +171,8 @@ _PIPELINE_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
                                "exceeds this", {"low": 0.0, "low_open": True}),
     "context_pose_averaging": ("Average a context frame's stored pose over the windows that see it again "
                                "(less drift; published poses are not changed)", {}),
-    "sim3_refine": ("Refine the anchor-based alignment by Umeyama Sim(3) on overlapping points", {}),
+    "sim3_refine": ("Place the window by a robust weighted mean over all its already-placed frames "
+                    "instead of the anchor alone (scale stays the depth ratio)", {}),
     "scale_source": ("Metric scale: none (VGGT units), fixed (fixed_scale metres per unit), depth "
                      "(metric_depth of RGB-D frames), odometry (external odometry translation)", {}),
     "fixed_scale": ("Metres per world unit for scale_source fixed", {"low": 0.0, "low_open": True}),
