@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ import numpy as np
 import torch
 
 from vggt_ros.model.geometry import pose_encoding_to_extri_intri
+from vggt_ros.model.patch_cache import PatchTokenCache, embed_with_cache
 from vggt_ros.model.preprocessing import preprocess_images_uint8, uint8_to_network_tensor
-from vggt_ros.prediction import Prediction
+from vggt_ros.prediction import Prediction, PreprocessInfo
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,22 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return resolved
 
 
+@dataclass
+class PreparedWindow:
+    """A preprocessed window, ready for :meth:`InferenceEngine.predict_prepared` (CPU-side work done).
+
+    ``tensor`` is the float32 ``[S, 3, H, W]`` network input, in pinned memory when the engine runs
+    on CUDA (so the host-to-device copy can be asynchronous).
+    """
+
+    images_u8: np.ndarray
+    infos: list[PreprocessInfo]
+    tensor: torch.Tensor
+    queries: np.ndarray | None
+    frame_keys: list[Any] | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 def min_track_side(config: Any) -> int:
     """Smallest network side (px) the track head accepts: its correlation pyramid halves the
     half-resolution feature map (levels - 1) times and needs at least one cell at the top."""
@@ -82,6 +102,16 @@ class InferenceEngine:
         dtype: "auto" (bf16 on compute capability >= 8, fp16 below, fp32 on CPU), or "float32",
             "bfloat16", "float16".
         preprocess_mode: "crop" (official default) or "pad"; target_size: network long side (518).
+        patch_cache_size: frames whose DINOv2 patch tokens are kept (LRU) and reused by overlapping
+            windows that pass ``frame_keys``; 0 disables. Call ``patch_cache.clear()`` after changing
+            the model's weights in place.
+        world_points: run the point head and fill ``Prediction.world_points`` (None = iff the model
+            has one). The streaming core builds points from depth + cameras, so the node should pass
+            False: one DPT head less per window.
+        frames_chunk_size: frames per DPT-head chunk (None = all at once); bounds peak memory only.
+        compile: wrap the model in ``torch.compile`` (off by default: a long warm-up, about 80 s for
+            the small config on a 2-core CPU, and new window sizes recompile). True = the default
+            inductor backend, or a backend name ("eager", "aot_eager", "cudagraphs", ...).
     """
 
     def __init__(
@@ -94,6 +124,10 @@ class InferenceEngine:
         preprocess_mode: str = "crop",
         target_size: int = 518,
         cache_dir: str | Path | None = None,
+        patch_cache_size: int = 64,
+        world_points: bool | None = None,
+        frames_chunk_size: int | None = 8,
+        compile: bool | str = False,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -118,6 +152,24 @@ class InferenceEngine:
         self.config = getattr(model, "config", None)
         self.preprocess_mode = preprocess_mode
         self.target_size = target_size
+        chunk = frames_chunk_size
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"frames_chunk_size must be a positive int or None, got {chunk!r}")
+        has_point_head = getattr(model, "point_head", None) is not None
+        if world_points is None:
+            world_points = has_point_head
+        if world_points and not has_point_head:
+            raise ValueError("world_points=True needs the model's point_head (enable_point in the config)")
+        self.world_points = bool(world_points)
+        self.frames_chunk_size = frames_chunk_size
+        self.patch_cache = PatchTokenCache(patch_cache_size)
+        self._forward = self.model
+        if compile:
+            backend = "inductor" if compile is True else str(compile)
+            self._forward = torch.compile(self.model, backend=backend)
+            logger.info("VGGT forward wrapped in torch.compile (backend %s)", backend)
+        self._executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._executor_lock = threading.Lock()
         logger.info("VGGT engine on %s, compute dtype %s, preprocess %s@%d",
                     self.device, str(self.dtype).replace("torch.", ""), preprocess_mode, target_size)
 
@@ -149,30 +201,71 @@ class InferenceEngine:
         self,
         images: Sequence[np.ndarray],
         query_points: np.ndarray | None = None,
-        frame_keys: Sequence[int] | None = None,
+        frame_keys: Sequence[Any] | None = None,
     ) -> Prediction:
         """Predict one window (see ``vggt_ros.core.types.Predictor``).
 
         ``query_points``: [N, 2] (x, y) pixels of frame 0 at the camera's own resolution; tracks are
-        returned at the network resolution. ``frame_keys`` are accepted for the protocol (no
-        per-frame cache yet) and only checked for length.
+        returned at the network resolution. ``frame_keys`` (e.g. stamps, unique per window) let the
+        engine reuse the patch tokens of frames seen in earlier windows (``patch_cache_size``).
+        """
+        return self.predict_prepared(self.prepare(images, query_points, frame_keys))
+
+    def prepare(
+        self,
+        images: Sequence[np.ndarray],
+        query_points: np.ndarray | None = None,
+        frame_keys: Sequence[Any] | None = None,
+    ) -> PreparedWindow:
+        """CPU side of :meth:`predict`: preprocessing, query mapping, (pinned) input tensor.
+
+        Touches no model state, so it can run in another thread while the previous window is on
+        the accelerator (see :meth:`predict_async`).
         """
         if frame_keys is not None and len(frame_keys) != len(images):
             raise ValueError(f"{len(frame_keys)} frame_keys for {len(images)} images")
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         images_u8, infos = preprocess_images_uint8(images, self.preprocess_mode, self.target_size)
-        S, H, W = images_u8.shape[:3]
+        H, W = images_u8.shape[1:3]
         queries = None if query_points is None else self._query_tensor(query_points, infos[0], (H, W))
-        timings["preprocess"] = time.perf_counter() - t0
+        tensor = uint8_to_network_tensor(images_u8)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        keys = None
+        if frame_keys is not None:
+            keys = [(k, info.network_hw, info.scale_xy, info.offset_xy) for k, info in zip(frame_keys, infos)]
+        return PreparedWindow(images_u8, infos, tensor, queries, keys,
+                              {"preprocess": time.perf_counter() - t0})
 
+    def heads_to_run(self, with_tracks: bool) -> set[str]:
+        """Heads the engine asks the model for: camera + depth, points if enabled, tracks if queried."""
+        heads = {"camera", "depth"}
+        if self.world_points:
+            heads.add("point")
+        if with_tracks:
+            heads.add("track")
+        return heads
+
+    def predict_prepared(self, prepared: PreparedWindow) -> Prediction:
+        """Accelerator side of :meth:`predict` for a :meth:`prepare` d window."""
+        timings = dict(prepared.timings)
+        images_u8, infos, queries = prepared.images_u8, prepared.infos, prepared.queries
+        S, H, W = images_u8.shape[:3]
         t1 = time.perf_counter()
         try:
-            x = uint8_to_network_tensor(images_u8).to(self.device, non_blocking=True)
+            x = prepared.tensor.to(self.device, non_blocking=True)
             q = None if queries is None or len(queries) == 0 else torch.from_numpy(queries).to(self.device)
             with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                                         enabled=self.autocast_enabled):
-                out = self.model(x, query_points=q)
+                patch_tokens = None
+                use_cache = (prepared.frame_keys is not None and self.patch_cache.max_frames > 0
+                             and hasattr(self.model, "aggregator"))
+                if use_cache:
+                    patch_tokens = embed_with_cache(self.model.aggregator, x.unsqueeze(0),
+                                                    prepared.frame_keys, self.patch_cache)
+                out = self._forward(x, query_points=q, patch_tokens=patch_tokens,
+                                    heads=self.heads_to_run(q is not None),
+                                    frames_chunk_size=self.frames_chunk_size)
             self._sync()
             timings["forward"] = time.perf_counter() - t1
             t2 = time.perf_counter()
@@ -184,9 +277,55 @@ class InferenceEngine:
                 f"out of memory running VGGT on {S} frames of {W}x{H} px ({self.dtype}) on {self.device}; "
                 "use fewer frames per window") from exc
         timings["postprocess"] = time.perf_counter() - t2
-        timings["total"] = time.perf_counter() - t0
+        timings["total"] = sum(timings[k] for k in ("preprocess", "forward", "postprocess"))
         pred.timings = timings
         return pred
+
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        with self._executor_lock:
+            if self._executors is None:
+                self._executors = (ThreadPoolExecutor(1, thread_name_prefix="vggt-prep"),
+                                   ThreadPoolExecutor(1, thread_name_prefix="vggt-infer"))
+            return self._executors
+
+    def predict_async(
+        self,
+        images: Sequence[np.ndarray],
+        query_points: np.ndarray | None = None,
+        frame_keys: Sequence[Any] | None = None,
+    ) -> Future[Prediction]:
+        """Like :meth:`predict`, returning a future; calls are processed in submission order.
+
+        Preprocessing runs in one worker thread and inference in another, so the next window's
+        preprocessing overlaps the current window's forward. Errors surface from ``result()``.
+        """
+        prep_pool, infer_pool = self._pools()
+        prepared = prep_pool.submit(self.prepare, images, query_points, frame_keys)
+        return infer_pool.submit(lambda: self.predict_prepared(prepared.result()))
+
+    def predict_many(
+        self, windows: Iterable[tuple[Sequence[np.ndarray], np.ndarray | None, Sequence[Any] | None]],
+        prefetch: int = 1,
+    ) -> Iterator[Prediction]:
+        """Predict ``(images, query_points, frame_keys)`` windows in order, preprocessing up to
+        ``prefetch`` windows ahead of the one running (a simple prefetch pipeline)."""
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        pending: list[Future[Prediction]] = []
+        for images, query_points, frame_keys in windows:
+            pending.append(self.predict_async(images, query_points, frame_keys))
+            if len(pending) > prefetch:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+    def close(self) -> None:
+        """Stop the worker threads of :meth:`predict_async` (idempotent)."""
+        with self._executor_lock:
+            if self._executors is not None:
+                for pool in self._executors:
+                    pool.shutdown(wait=True)
+                self._executors = None
 
     @staticmethod
     def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -8,6 +8,7 @@ the layers the enabled heads read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,6 +21,8 @@ from vggt_ros.model.heads.dpt_head import DPTHead
 from vggt_ros.model.heads.track_head import TrackHead
 
 logger = logging.getLogger(__name__)
+
+HEAD_NAMES = ("camera", "depth", "point", "track")
 
 
 class VGGT(nn.Module):
@@ -60,17 +63,43 @@ class VGGT(nn.Module):
         model.aggregator.reset_buffers()
         return model
 
-    def required_layers(self, with_tracks: bool) -> set[int]:
-        """Aggregator layers the enabled heads read (tracks only when query points are given)."""
+    def required_layers(self, with_tracks: bool, heads: set[str] | frozenset[str] | None = None) -> set[int]:
+        """Aggregator layers the heads to run read (tracks only when query points are given).
+
+        ``heads``: the runtime selection (None = every enabled head).
+        """
+        def runs(name: str) -> bool:
+            return getattr(self, f"{name}_head") is not None and (heads is None or name in heads)
+
         layers: set[int] = set()
-        if self.camera_head is not None:
+        if runs("camera"):
             layers.add(self.config.depth - 1)
-        if self.point_head is not None or self.depth_head is not None or (with_tracks and self.track_head):
+        if runs("point") or runs("depth") or (with_tracks and runs("track")):
             layers.update(self.config.intermediate_layer_idx)
         return layers
 
+    def _select_heads(self, heads: Iterable[str] | None, with_tracks: bool) -> frozenset[str] | None:
+        """Validate a runtime head selection: known names, enabled heads, tracks iff query points."""
+        if heads is None:
+            return None
+        if isinstance(heads, str):
+            heads = (heads,)
+        selected = frozenset(heads)
+        unknown = sorted(selected - set(HEAD_NAMES))
+        if unknown:
+            raise ValueError(f"unknown heads {unknown}; choose from {HEAD_NAMES}")
+        disabled = sorted(h for h in selected if getattr(self, f"{h}_head") is None)
+        if disabled:
+            raise ValueError(f"heads {disabled} requested but disabled in the config (enable_<head>=False)")
+        if with_tracks and "track" not in selected:
+            raise ValueError("query_points given but 'track' is not in the selected heads")
+        if "track" in selected and not with_tracks:
+            raise ValueError("the track head needs query_points")
+        return selected
+
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None,
-                patch_tokens: torch.Tensor | None = None, track_iters: int | None = None) -> dict[str, Any]:
+                patch_tokens: torch.Tensor | None = None, track_iters: int | None = None,
+                heads: Iterable[str] | None = None, frames_chunk_size: int | None = 8) -> dict[str, Any]:
         """Predict cameras, depth, points (and tracks of ``query_points``) for each scene.
 
         Args:
@@ -78,6 +107,10 @@ class VGGT(nn.Module):
             query_points: optional ``[B, N, 2]`` or ``[N, 2]`` pixel (x, y) in frame 0 (track head).
             patch_tokens: optional cached ``aggregator.embed_patches(images)`` output ``[B, S, h*w, E]``.
             track_iters: tracker refinement iterations (default ``config.track_iters``).
+            heads: subset of ``{"camera", "depth", "point", "track"}`` to run (None = all enabled ones;
+                "track" only with ``query_points``). Heads not run cost nothing (their aggregator
+                layers are not even computed if no other head reads them) and their keys are absent.
+            frames_chunk_size: frames per DPT-head chunk (None = all at once); bounds peak memory only.
 
         Returns:
             dict with ``pose_enc`` [B,S,9], ``pose_enc_list`` (4 x [B,S,9]), ``depth`` [B,S,H,W,1],
@@ -98,25 +131,32 @@ class VGGT(nn.Module):
         if patch_tokens is not None and patch_tokens.ndim == 3:
             patch_tokens = patch_tokens.unsqueeze(0)
 
-        keep = self.required_layers(with_tracks=query_points is not None)
+        selected = self._select_heads(heads, with_tracks=query_points is not None)
+
+        def runs(name: str) -> bool:
+            return getattr(self, f"{name}_head") is not None and (selected is None or name in selected)
+
+        keep = self.required_layers(with_tracks=query_points is not None, heads=selected)
         tokens, patch_start_idx = self.aggregator(images, keep_layers=keep, patch_tokens=patch_tokens)
 
         predictions: dict[str, Any] = {}
         # Camera/depth/point heads in float32 regardless of the caller's autocast (as the reference).
         with torch.autocast(device_type=images.device.type, enabled=False):
-            if self.camera_head is not None:
+            if runs("camera"):
                 pose_enc_list = self.camera_head(tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
-            if self.depth_head is not None:
-                depth, depth_conf = self.depth_head(tokens, images=images, patch_start_idx=patch_start_idx)
+            if runs("depth"):
+                depth, depth_conf = self.depth_head(tokens, images=images, patch_start_idx=patch_start_idx,
+                                                    frames_chunk_size=frames_chunk_size)
                 predictions["depth"] = depth
                 predictions["depth_conf"] = depth_conf
-            if self.point_head is not None:
-                points, points_conf = self.point_head(tokens, images=images, patch_start_idx=patch_start_idx)
+            if runs("point"):
+                points, points_conf = self.point_head(tokens, images=images, patch_start_idx=patch_start_idx,
+                                                      frames_chunk_size=frames_chunk_size)
                 predictions["world_points"] = points
                 predictions["world_points_conf"] = points_conf
-        if query_points is not None and self.track_head is not None:
+        if query_points is not None and runs("track"):
             track_list, vis, conf = self.track_head(
                 tokens, images=images, patch_start_idx=patch_start_idx, query_points=query_points,
                 iters=track_iters,

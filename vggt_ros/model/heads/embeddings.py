@@ -7,6 +7,8 @@ code bit-for-bit in spirit, so they are spelled out separately here.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 
@@ -40,12 +42,30 @@ def dpt_position_embedding(
     return emb.reshape(height, width, channels).permute(2, 0, 1)
 
 
+@lru_cache(maxsize=64)
+def scaled_dpt_position_embedding(
+    channels: int, height: int, width: int, aspect_ratio: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``(0.1 · pe).to(dtype)`` ``[1, C, h, w]``, memoised per (shape, ratio, dtype, device).
+
+    Each DPT head adds this at 5 map sizes per frame chunk; building it (float64 sin/cos of every
+    cell) costs more than the addition itself, and it only depends on the arguments. Built outside
+    inference mode and without autograd so the cached tensor can be reused in any mode; callers must
+    not modify it in place.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        pe = dpt_position_embedding(channels, height, width, aspect_ratio, dtype, device)
+        return (pe * 0.1).to(dtype).unsqueeze(0)
+
+
 def add_dpt_position_embedding(x: torch.Tensor, image_width: int, image_height: int) -> torch.Tensor:
     """``x + 0.1 · pe`` for a map batch ``[N, C, h, w]`` inside an ``image_height × image_width`` image."""
     _, channels, height, width = x.shape
-    pe = dpt_position_embedding(channels, height, width, image_width / image_height, x.dtype, x.device)
-    pe = pe * 0.1
-    return x + pe.to(x.dtype).unsqueeze(0)
+    ratio = image_width / image_height
+    if torch.compiler.is_compiling():  # traced once into the graph: no need for (and no tracing of) the memo
+        pe = (dpt_position_embedding(channels, height, width, ratio, x.dtype, x.device) * 0.1).to(x.dtype)
+        return x + pe.unsqueeze(0)
+    return x + scaled_dpt_position_embedding(channels, height, width, ratio, x.dtype, x.device)
 
 
 def grid_position_embedding(

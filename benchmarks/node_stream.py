@@ -1,0 +1,182 @@
+"""Streaming behaviour of the core as the node runs it: input rate vs output rate, skips, latency.
+
+    python3 benchmarks/node_stream.py                                   # oracle + small VGGT, CPU
+    python3 benchmarks/node_stream.py --rates 5 10 30 --frames 120 --predictors oracle
+
+A producer thread feeds a synthetic sequence (vggt_ros.sim) into ``StreamingPipeline.add_frame`` at
+a fixed input rate, like the camera callback; a worker thread loops ``next_window`` /
+``run_window`` like the node's worker. Predictors:
+
+* ``oracle``: ground truth + noise (costs only the pipeline itself);
+* ``vggt-baseline``: the small-config VGGT with the golden fixtures' synthetic weights on CPU, eager
+  fp32, all heads, no cache;
+* ``vggt``: the same network with the streaming options (patch cache, no point head).
+
+Synthetic weights make VGGT's predictions meaningless, so windows may be rejected by the alignment:
+"processed" counts new frames whose window finished (accepted or not), "published" those output.
+Latency = time from a frame's arrival (add_frame) to the end of its window's processing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+
+from golden_weights import SEED_SMALL, fill_state_dict  # noqa: E402
+
+from vggt_ros.core.config import PipelineConfig  # noqa: E402
+from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
+from vggt_ros.core.pipeline import StreamingPipeline  # noqa: E402
+from vggt_ros.model.config import VGGTConfig  # noqa: E402
+from vggt_ros.model.engine import InferenceEngine  # noqa: E402
+from vggt_ros.model.vggt import VGGT  # noqa: E402
+from vggt_ros.sim.sequences import make_sequence  # noqa: E402
+
+GOLDEN_CONFIGS = Path(__file__).resolve().parents[1] / "test" / "data" / "golden" / "configs.json"
+
+
+def make_predictor(name: str, seq, target: int, window: int):
+    if name == "oracle":
+        return OraclePredictor(seq, target_size=target, pose_noise_rot_deg=0.3, pose_noise_trans=0.005,
+                               depth_noise=0.01, seed=1)
+    model = VGGT(VGGTConfig(**json.loads(GOLDEN_CONFIGS.read_text())["small"])).eval()
+    # the golden fixtures' weight rule: finite cameras (PyTorch's default init gives FoV 0 = infinite focal)
+    fill_state_dict(model, SEED_SMALL)
+    if name == "vggt-baseline":
+        return InferenceEngine(model, device="cpu", dtype="float32", target_size=target, patch_cache_size=0,
+                               world_points=True)
+    return InferenceEngine(model, device="cpu", target_size=target, patch_cache_size=2 * window,
+                           world_points=False)
+
+
+def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, float]:
+    frames = seq.to_frames()
+    pipe = StreamingPipeline(cfg)
+    arrival: dict[int, float] = {}
+    done: dict[int, float] = {}
+    published = 0
+    infer: list[float] = []
+    producer_done = threading.Event()
+    wake = threading.Event()
+
+    def producer() -> None:
+        t0 = time.perf_counter()
+        for i, f in enumerate(frames):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            arrival[int(f.stamp_ns)] = time.perf_counter()
+            pipe.add_frame(f)
+            wake.set()
+        producer_done.set()
+        wake.set()
+
+    def handle(job) -> None:
+        nonlocal published
+        out = pipe.run_window(job, predictor)
+        now = time.perf_counter()
+        infer.append(out.timings.get("predict", float("nan")))
+        for f, new in zip(job.frames, job.new_mask):
+            if new:
+                done[int(f.stamp_ns)] = now
+        published += len(out.frames)
+
+    def worker() -> None:
+        while True:
+            job = pipe.next_window()
+            if job is not None:
+                handle(job)
+                continue
+            if producer_done.is_set():
+                job = pipe.next_window() or pipe.flush()
+                if job is None:
+                    return
+                handle(job)
+                continue
+            wake.wait(0.005)
+            wake.clear()
+
+    t_start = time.perf_counter()
+    threads = [threading.Thread(target=producer), threading.Thread(target=worker)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = max(done.values(), default=time.perf_counter()) - t_start
+    lat = np.array([done[s] - arrival[s] for s in done]) * 1e3
+    c = pipe.counters()
+    first, last = min(arrival.values()), max(arrival.values())
+    return {
+        "input_hz": (len(arrival) - 1) / (last - first) if len(arrival) > 1 else float("nan"),
+        "processed_hz": len(done) / wall,
+        "published_hz": published / wall,
+        "frames": len(frames), "processed": len(done), "published": published,
+        "skipped": c.get("skipped", 0), "windows": len(infer), "rejected": c.get("windows_rejected", 0),
+        "infer_ms": statistics.median(infer) * 1e3 if infer else float("nan"),
+        "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p90": float(np.percentile(lat, 90)) if lat.size else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "max": float(lat.max()) if lat.size else float("nan"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--predictors", nargs="+", default=["oracle", "vggt-baseline", "vggt"],
+                    choices=["oracle", "vggt-baseline", "vggt"])
+    ap.add_argument("--rates", type=float, nargs="+", default=[5.0, 15.0], help="input rates, Hz")
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument("--camera", default="160x120", help="camera W x H")
+    ap.add_argument("--target", type=int, default=168, help="network width (multiple of 14)")
+    ap.add_argument("--skip-policy", default="keep_newest", choices=["keep_newest", "keep_all"])
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cw, ch = (int(v) for v in args.camera.lower().split("x"))
+    cfg = PipelineConfig(window_size=args.window, stride=args.stride, skip_policy=args.skip_policy,
+                         min_valid_pixels=50)
+    print(f"# node_stream: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, camera {cw}x{ch}, network width {args.target}, window "
+          f"{args.window}, stride {args.stride}, {args.frames} frames, policy {args.skip_policy}", flush=True)
+    rows = []
+    for rate in args.rates:
+        seq = make_sequence("forward", args.frames, height=ch, width=cw, fps=rate)
+        for _ in seq:  # render (and cache) every image before timing
+            pass
+        for name in args.predictors:
+            pred = make_predictor(name, seq, args.target, args.window)
+            r = run_stream(pred, seq, rate, cfg)
+            rows.append((name, rate, r))
+            print(f"{name:14s} in {r['input_hz']:6.2f} Hz  processed {r['processed_hz']:6.2f} Hz  "
+                  f"published {r['published_hz']:6.2f} Hz  skipped {r['skipped']:3d}  "
+                  f"windows {r['windows']:3d} (rejected {r['rejected']})  infer {r['infer_ms']:7.1f} ms  "
+                  "latency p50/p90/p99/max "
+                  f"{r['p50']:.0f}/{r['p90']:.0f}/{r['p99']:.0f}/{r['max']:.0f} ms", flush=True)
+    print()
+    print("| predictor | input Hz | processed Hz | published Hz | out/in | skipped | windows (rejected) "
+          "| inference ms/window | latency p50 / p90 / p99 / max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name, _rate, r in rows:
+        print(f"| {name} | {r['input_hz']:.2f} | {r['processed_hz']:.2f} | {r['published_hz']:.2f} | "
+              f"{r['processed_hz'] / r['input_hz']:.2f} | {r['skipped']} | {r['windows']} "
+              f"({r['rejected']}) | {r['infer_ms']:.1f} | "
+              f"{r['p50']:.0f} / {r['p90']:.0f} / {r['p99']:.0f} / {r['max']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Performance paths must not change results: patch-token cache, head selection, embedding memo,
+frame chunking, async/prefetch, torch.compile wrapper, SDPA kernel choice, and the OOM shrink guard.
+
+Small golden config with the golden weight rule, CPU fp32, tiny images (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from golden_weights import SEED_SMALL, fill_state_dict, golden_config
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from vggt_ros.core.config import PipelineConfig
+from vggt_ros.core.oracle import OraclePredictor
+from vggt_ros.core.pipeline import StreamingPipeline
+from vggt_ros.model.config import VGGTConfig
+from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory
+from vggt_ros.model.heads.embeddings import (
+    add_dpt_position_embedding,
+    dpt_position_embedding,
+    scaled_dpt_position_embedding,
+)
+from vggt_ros.model.oom_guard import ShrinkOnOOM, kept_indices
+from vggt_ros.model.patch_cache import PatchTokenCache, cache_key, embed_with_cache
+from vggt_ros.model.vggt import VGGT
+from vggt_ros.sim.sequences import make_sequence
+
+TARGET = 70  # 120x160 camera -> 70x56 network input
+
+
+@pytest.fixture(scope="module")
+def model() -> VGGT:
+    m = VGGT(VGGTConfig(**golden_config("small"))).eval()
+    fill_state_dict(m, SEED_SMALL)
+    return m
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:120, 0:160]
+    base = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 9.0)], -1)
+    return [np.clip(base + rng.normal(0, 12, base.shape) + 9 * s, 0, 255).astype(np.uint8) for s in range(6)]
+
+
+def _tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    from vggt_ros.model.preprocessing import preprocess_images
+
+    x, _ = preprocess_images(frames, target_size=TARGET)
+    return x.unsqueeze(0)
+
+
+# ------------------------------------------------------------------ patch-token cache
+def test_cached_tokens_give_the_uncached_outputs_across_overlapping_windows(model, frames):
+    cache = PatchTokenCache(16)
+    calls: list[int] = []
+    orig = model.aggregator.embed_patches
+
+    def counting(images):
+        calls.append(images.shape[1])
+        return orig(images)
+
+    windows = [(0, 1, 2, 3), (2, 3, 4, 5)]  # stride 2: frames 2 and 3 are shared
+    with torch.inference_mode():
+        for keys in windows:
+            x = _tensor([frames[k] for k in keys])
+            ref = model(x)
+            model.aggregator.embed_patches = counting
+            try:
+                tokens = embed_with_cache(model.aggregator, x, list(keys), cache)
+            finally:
+                del model.aggregator.embed_patches
+            torch.testing.assert_close(tokens, model.aggregator.embed_patches(x), atol=1e-5, rtol=1e-5)
+            out = model(x, patch_tokens=tokens)
+            for name in ("pose_enc", "depth", "depth_conf", "world_points"):
+                torch.testing.assert_close(out[name], ref[name], atol=1e-5, rtol=1e-5, msg=name)
+    assert calls == [4, 2]  # the second window embeds only its 2 new frames, in one batch
+    assert cache.stats() == {"hits": 2, "misses": 6, "evictions": 0, "size": 6, "max_frames": 16}
+
+
+def test_cache_is_a_bounded_lru(model, frames):
+    cache = PatchTokenCache(3)
+    with torch.inference_mode():
+        for start in range(4):  # windows of 2 with stride 1: keys 0..4
+            keys = [start, start + 1]
+            embed_with_cache(model.aggregator, _tensor([frames[k] for k in keys]), keys, cache)
+            assert len(cache) <= 3
+    x = _tensor(frames[:1])
+    assert cache_key(4, x, model.aggregator) in cache and cache_key(0, x, model.aggregator) not in cache
+    assert cache.evictions == 2 and cache.hits == 3 and cache.misses == 5
+    # touching an entry makes it most recent: it survives the next insertions
+    assert cache.get(cache_key(2, x, model.aggregator)) is not None
+    cache.put("a", torch.zeros(1))
+    cache.put("b", torch.zeros(1))
+    assert cache_key(2, x, model.aggregator) in cache and cache_key(3, x, model.aggregator) not in cache
+    off = PatchTokenCache(0)
+    with torch.inference_mode():
+        embed_with_cache(model.aggregator, x, [0], off)
+    assert len(off) == 0 and off.misses == 1
+    with pytest.raises(ValueError, match="max_frames"):
+        PatchTokenCache(-1)
+
+
+def test_cache_keys_separate_sizes_dtypes_and_reject_bad_keys(model, frames):
+    x = _tensor(frames[:1])
+    key = cache_key(7, x, model.aggregator)
+    assert key != cache_key(7, x[..., :42, :], model.aggregator)  # other network size
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert key != cache_key(7, x, model.aggregator)  # other compute dtype
+    cache = PatchTokenCache(4)
+    with pytest.raises(ValueError, match="unique"):
+        embed_with_cache(model.aggregator, _tensor(frames[:2]), [1, 1], cache)
+    with pytest.raises(ValueError, match="frame_keys"):
+        embed_with_cache(model.aggregator, _tensor(frames[:2]), [1], cache)
+    with pytest.raises(ValueError, match=r"\[1, S"):
+        embed_with_cache(model.aggregator, torch.cat([x, x]), [1], cache)
+
+
+def test_engine_cache_matches_uncached_engine(model, frames):
+    cached = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=8)
+    plain = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0)
+    for keys in [(0, 1, 2, 3), (2, 3, 4, 5)]:
+        imgs = [frames[k] for k in keys]
+        a = cached.predict(imgs, frame_keys=[100 + k for k in keys])
+        b = plain.predict(imgs, frame_keys=[100 + k for k in keys])
+        for name in ("extrinsics", "intrinsics", "depth", "depth_conf", "world_points"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5, err_msg=name)
+    assert cached.patch_cache.stats()["hits"] == 2 and plain.patch_cache.stats()["size"] == 0
+
+
+# ------------------------------------------------------------------ head selection
+def test_head_selection_runs_only_the_chosen_heads(model, frames, monkeypatch):
+    x = _tensor(frames[:3])
+    with torch.inference_mode():
+        ref = model(x)
+
+        def boom(*args, **kwargs):
+            raise AssertionError("this head must not run")
+
+        with monkeypatch.context() as m:
+            m.setattr(model.point_head, "forward", boom)
+            m.setattr(model.depth_head, "forward", boom)
+            cam = model(x, heads={"camera"})
+        assert set(cam) == {"pose_enc", "pose_enc_list", "images"}
+        torch.testing.assert_close(cam["pose_enc"], ref["pose_enc"], atol=0, rtol=0)
+        with monkeypatch.context() as m:
+            m.setattr(model.point_head, "forward", boom)
+            cd = model(x, heads=["camera", "depth"])
+        assert "world_points" not in cd and "world_points_conf" not in cd
+        torch.testing.assert_close(cd["depth"], ref["depth"], atol=0, rtol=0)
+        chunked = model(x, heads={"depth"}, frames_chunk_size=1)
+        torch.testing.assert_close(chunked["depth"], ref["depth"], atol=1e-6, rtol=1e-6)
+        q = torch.tensor([[[10.0, 12.0], [30.0, 40.0]]])
+        for bad, match in [(dict(heads={"camera", "normals"}), "unknown"),
+                           (dict(heads={"track"}), "needs query_points"),
+                           (dict(heads={"camera"}, query_points=q), "not in the selected")]:
+            with pytest.raises(ValueError, match=match):
+                model(x, **bad)
+
+
+def test_head_selection_decides_the_aggregator_layers(model):
+    last = model.config.depth - 1
+    dpt = set(model.config.intermediate_layer_idx)
+    assert model.required_layers(False, heads={"camera"}) == {last}
+    assert model.required_layers(False, heads={"depth"}) == dpt
+    assert model.required_layers(False, heads={"track"}) == set()  # no queries: no tracks
+    assert model.required_layers(True, heads={"track"}) == dpt
+    assert model.required_layers(False, heads=None) == dpt | {last}
+
+
+def test_engine_world_points_option_and_chunking(model, frames, monkeypatch):
+    full = InferenceEngine(model, device="cpu", target_size=TARGET)
+    lean = InferenceEngine(model, device="cpu", target_size=TARGET, world_points=False, frames_chunk_size=1)
+    ref = full.predict(frames[:3])
+    assert ref.world_points is not None
+    monkeypatch.setattr(model.point_head, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    p = lean.predict(frames[:3])
+    assert p.world_points is None and p.world_points_conf is None
+    np.testing.assert_allclose(p.depth, ref.depth, atol=1e-6, rtol=1e-6)
+    np.testing.assert_array_equal(p.extrinsics, ref.extrinsics)
+    with pytest.raises(ValueError, match="frames_chunk_size"):
+        InferenceEngine(model, device="cpu", frames_chunk_size=0)
+    no_point = VGGT(VGGTConfig(**{**golden_config("small"), "enable_point": False}))
+    assert InferenceEngine(no_point, device="cpu").world_points is False
+    with pytest.raises(ValueError, match="point_head"):
+        InferenceEngine(no_point, device="cpu", world_points=True)
+
+
+# ------------------------------------------------------------------ DPT embedding memo
+def test_dpt_embedding_memo_is_exact():
+    scaled_dpt_position_embedding.cache_clear()
+    cpu = torch.device("cpu")
+    x = torch.randn(2, 8, 5, 7)
+    expected = x + (dpt_position_embedding(8, 5, 7, 1.25, torch.float32, cpu) * 0.1).to(x.dtype).unsqueeze(0)
+    for _ in range(3):
+        torch.testing.assert_close(add_dpt_position_embedding(x, 70, 56), expected, atol=0, rtol=0)
+    info = scaled_dpt_position_embedding.cache_info()
+    assert info.misses == 1 and info.hits == 2
+    xd = x.double()
+    add_dpt_position_embedding(xd, 70, 56)
+    assert scaled_dpt_position_embedding.cache_info().misses == 2  # per dtype
+    with torch.inference_mode():  # built outside inference mode: usable in both modes
+        add_dpt_position_embedding(x, 70, 56)
+    y = torch.randn(1, 8, 5, 7, requires_grad=True)
+    add_dpt_position_embedding(y, 70, 56).sum().backward()
+    torch.testing.assert_close(y.grad, torch.ones_like(y))
+
+
+# ------------------------------------------------------------------ async / prefetch / compile / SDPA
+def test_async_and_prefetch_equal_the_synchronous_path(model, frames):
+    sync = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=8)
+    asyn = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=8)
+    windows = [([frames[k] for k in keys], None, list(keys)) for keys in [(0, 1, 2), (1, 2, 3), (2, 3, 4)]]
+    try:
+        expected = [sync.predict(*w) for w in windows]
+        futures = [asyn.predict_async(*w) for w in windows]  # all submitted before any finished
+        got = [f.result(timeout=60) for f in futures]
+        streamed = list(asyn.predict_many(windows, prefetch=1))
+        for e, g, s in zip(expected, got, streamed):
+            for name in ("extrinsics", "depth", "depth_conf", "world_points"):
+                np.testing.assert_array_equal(getattr(g, name), getattr(e, name), err_msg=name)
+                np.testing.assert_array_equal(getattr(s, name), getattr(e, name), err_msg=name)
+        assert asyn.patch_cache.stats()["hits"] == sync.patch_cache.stats()["hits"] + 9
+        with pytest.raises(ValueError, match="frame_keys"):
+            asyn.predict_async(frames[:2], None, [1]).result(timeout=60)
+    finally:
+        asyn.close()
+
+
+def test_prepare_pins_memory_for_cuda(model, frames, monkeypatch):
+    eng = InferenceEngine(model, device="cpu", target_size=TARGET)
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: pinned.append(self.shape) or self)
+    assert not eng.prepare(frames[:2]).tensor.is_pinned() and pinned == []
+    eng.device = torch.device("cuda")  # only prepare() is exercised: it must pin for a CUDA engine
+    eng.prepare(frames[:2])
+    assert pinned == [torch.Size([2, 3, 56, 70])]
+
+
+def test_compiled_engine_matches_eager(model, frames):
+    # The "eager" dynamo backend traces the whole forward (graph capture, guards) without inductor's
+    # C++ code generation, which takes ~80 s for this config on 2 cores (compile=True on GPU).
+    torch._dynamo.reset()
+    compiled = InferenceEngine(model, device="cpu", target_size=TARGET, compile="eager", patch_cache_size=0)
+    plain = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0)
+    assert compiled._forward is not model
+    a, b = compiled.predict(frames[:2]), plain.predict(frames[:2])
+    np.testing.assert_allclose(a.depth, b.depth, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(a.extrinsics, b.extrinsics, atol=1e-6, rtol=1e-6)
+
+
+def test_aggregator_attention_runs_on_the_flash_kernel(model, frames):
+    # If anything forced the math path (masks, need_weights, unsupported layouts), restricting SDPA
+    # to the fused flash kernel would raise "No available kernel".
+    x = _tensor(frames[:2])
+    with torch.inference_mode():
+        ref, _ = model.aggregator(x, keep_layers={model.config.depth - 1})
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            out, _ = model.aggregator(x, keep_layers={model.config.depth - 1})
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ OOM shrink guard
+class _FitsUpTo:
+    """Fake predictor: raises InferenceOutOfMemory above ``limit`` frames, else delegates."""
+
+    def __init__(self, inner, limit: int) -> None:
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def predict(self, images, query_points=None, frame_keys=None):
+        self.sizes.append(len(images))
+        if len(images) > self.limit:
+            raise InferenceOutOfMemory(f"{len(images)} frames do not fit")
+        return self.inner.predict(images, query_points, frame_keys)
+
+
+def test_kept_indices():
+    assert kept_indices(8, 8) == list(range(8))
+    assert kept_indices(8, 4) == [0, 5, 6, 7]
+    assert kept_indices(8, 1) == [0]
+
+
+def test_shrink_on_oom_keeps_anchor_and_newest_and_learns_a_cap():
+    seq = make_sequence("forward", 40, height=48, width=64, fps=10)
+    frames = seq.to_frames()
+    fake = _FitsUpTo(OraclePredictor(seq, target_size=56), limit=5)
+    guard = ShrinkOnOOM(fake, min_frames=2, shrink_factor=0.75)
+    imgs, keys = [f.image for f in frames[:8]], [f.stamp_ns for f in frames[:8]]
+    pred, idx = guard.predict_subset(imgs, None, keys)
+    assert fake.sizes == [8, 6, 4] and idx == [0, 5, 6, 7] and pred.num_frames == 4
+    assert guard.oom_events == 2 and guard.frame_cap == 4 and guard.shrunk_windows == 1
+    fake.sizes.clear()
+    guard.predict(imgs, None, keys)  # the cap avoids failing again
+    assert fake.sizes == [4] and guard.oom_events == 2 and guard.last_kept == [0, 5, 6, 7]
+    tiny = ShrinkOnOOM(_FitsUpTo(fake.inner, limit=1), min_frames=2)
+    with pytest.raises(InferenceOutOfMemory):
+        tiny.predict(imgs, None, keys)
+    with pytest.raises(ValueError, match="min_frames"):
+        ShrinkOnOOM(fake, min_frames=0)
+
+
+def test_shrunk_windows_integrate_in_the_pipeline():
+    seq = make_sequence("forward", 24, height=48, width=64, fps=10)
+    frames = seq.to_frames()
+    guard = ShrinkOnOOM(_FitsUpTo(OraclePredictor(seq, target_size=56), limit=6), min_frames=2)
+    pipe = StreamingPipeline(PipelineConfig(window_size=8, stride=4, min_valid_pixels=50))
+    outs = []
+    for f in frames:
+        pipe.add_frame(f)
+        job = pipe.next_window()
+        while job is not None:
+            outs.append(guard.run_window(pipe, job))
+            job = pipe.next_window()
+    assert outs and all(o.accepted for o in outs)
+    published = [fo.stamp_ns for o in outs for fo in o.frames]
+    assert len(published) == len(set(published))
+    # bootstrap 8 -> 6 frames (2 new frames dropped); later windows (8 = 4 context + 4 new) -> 6 frames,
+    # the anchor + 1 context + the 4 new frames, so only the bootstrap loses frames
+    assert guard.frames_dropped == 2 and guard.shrunk_windows == len(outs)
+    assert published == [f.stamp_ns for f in frames[:1] + frames[3:4 * len(outs) + 4]]
