@@ -21,7 +21,7 @@ ROS_WHEELS = [
 setup(
     name="vggt_ros",
     version="0.1.0",
-    description="ROS 2 perception with VGGT: camera poses, depth, point clouds and tracks from a camera stream",
+    description="ROS 2 perception with VGGT: poses, depth, point clouds and tracks from a camera stream",
     license="Apache-2.0",
     packages=find_packages(include=["vggt_ros", "vggt_ros.*"]),
     python_requires=">=3.10",

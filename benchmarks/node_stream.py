@@ -32,15 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-
-from golden_weights import SEED_SMALL, fill_state_dict  # noqa: E402
 
 from vggt_ros.core.config import PipelineConfig  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
 from vggt_ros.core.pipeline import StreamingPipeline  # noqa: E402
 from vggt_ros.model.config import VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine  # noqa: E402
+from vggt_ros.model.synthetic_weights import SEED_SMALL, fill_state_dict  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 

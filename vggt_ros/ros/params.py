@@ -481,8 +481,6 @@ def make_predictor(params: Mapping[str, Any], *, seed: int = 0) -> Any:
         raise ValueError("predictor 'oracle' needs ground truth: construct "
                          "vggt_ros.core.oracle.OraclePredictor (e.g. from a bag's GT or a synthetic "
                          "sequence) and pass it in; make_predictor only builds the VGGT engine")
-    import torch
-
     from vggt_ros.model import VGGT, VGGTConfig
     from vggt_ros.model.engine import InferenceEngine
 
@@ -498,9 +496,12 @@ def make_predictor(params: Mapping[str, Any], *, seed: int = 0) -> Any:
         logger.info("loading VGGT weights from %s", checkpoint)
         model = load_checkpoint(checkpoint, config=config)
     else:
-        logger.warning("model_config 'small' without checkpoint: random weights (seed %d), outputs are "
-                       "meaningless except for testing the plumbing", seed)
-        torch.manual_seed(seed)
+        from vggt_ros.model.synthetic_weights import SEED_SMALL, fill_state_dict
+
+        logger.warning("model_config 'small' without checkpoint: synthetic weights (seed %d), outputs are "
+                       "meaningless except for testing the plumbing", SEED_SMALL + seed)
         model = VGGT(config)
-    return InferenceEngine(model, device=device, dtype=params["dtype"],
+        fill_state_dict(model, SEED_SMALL + seed)
+    # The core builds points from depth + cameras, so the point head is not run (faster, less memory).
+    return InferenceEngine(model, device=device, dtype=params["dtype"], world_points=False,
                            preprocess_mode=params["preprocess_mode"], target_size=params["target_size"])
