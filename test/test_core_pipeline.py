@@ -280,3 +280,43 @@ def test_job_api_and_bad_prediction_rejected() -> None:
     pred.extrinsics = pred.extrinsics[:5]
     out = pipe.process(job, pred)
     assert not out.accepted and out.rejection_reason == "bad_prediction_shape"
+
+
+def test_point_head_cloud_matches_depth_cloud_and_falls_back_when_missing():
+    """points_source=point_head: same pixels and positions as depth + camera for a consistent predictor;
+    a predictor without world_points falls back to depth, counted."""
+    seq = make_sequence("forward", 12, height=H, width=W)
+    frames = seq.to_frames()
+    clouds = {}
+    for source in ("depth", "point_head"):
+        cfg = PipelineConfig(window_size=4, stride=2, target_size=NET, points_source=source,
+                             fixed_scale=1.0, scale_source="fixed")
+        pipe = StreamingPipeline(cfg)
+        outs = _run(pipe, frames, _oracle(seq, pose_noise_rot_deg=0, pose_noise_trans=0, depth_noise=0))
+        clouds[source] = {fo.stamp_ns: fo.points for o in outs for fo in o.frames}
+    assert clouds["depth"].keys() == clouds["point_head"].keys() and len(clouds["depth"]) >= 8
+    for stamp, pts in clouds["depth"].items():
+        other = clouds["point_head"][stamp]
+        assert pts.shape == other.shape and len(pts) > 100
+        np.testing.assert_allclose(other[:, 2], pts[:, 2], rtol=1e-4)
+        # the point head is sampled at the nearest network pixel: x/y agree to about one pixel's footprint
+        footprint = pts[:, 2] / seq.K[0, 0]
+        assert np.all(np.abs(other[:, :2] - pts[:, :2]) <= 1.5 * footprint[:, None] + 1e-6)
+        assert np.median(np.abs(other[:, :2] - pts[:, :2])) <= 0.5 * np.median(footprint)
+
+    class _NoWorldPoints:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, images, query_points=None, frame_keys=None):
+            pred = self.inner.predict(images, query_points, frame_keys)
+            pred.world_points = None
+            return pred
+
+    pipe = StreamingPipeline(
+        PipelineConfig(window_size=4, stride=2, target_size=NET, points_source="point_head"))
+    outs = _run(pipe, frames[:6], _NoWorldPoints(_oracle(seq)))
+    assert sum(len(fo.points) > 0 for o in outs for fo in o.frames) >= 4
+    assert pipe.counters()["point_head_missing"] >= 4
+    with pytest.raises(ValueError, match="points_source"):
+        PipelineConfig(points_source="lidar")

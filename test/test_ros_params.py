@@ -93,6 +93,16 @@ def test_make_predictor_refuses_the_oracle_with_a_reason():
         P.make_predictor({"predictor": "oracle", "checkpoint": ""})
 
 
+@pytest.mark.parametrize("source", ["depth", "point_head"])
+def test_make_predictor_runs_the_point_head_only_when_clouds_come_from_it(source):
+    engine = P.make_predictor({"predictor": "vggt", "model_config": "small", "checkpoint": "",
+                               "device": "cpu", "points_source": source})
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
+    pred = engine.predict([image, image], frame_keys=[1, 2])
+    assert (pred.world_points is not None) == (source == "point_head")
+    assert np.all(np.isfinite(pred.intrinsics)) and np.all(pred.intrinsics[:, 0, 0] > 0)
+
+
 def _job(n_ctx: int, n_new: int) -> WindowJob:
     frames = [Frame(stamp_ns=i, image=np.zeros((4, 4, 3), np.uint8)) for i in range(n_ctx + n_new)]
     return WindowJob(7, frames, [False] * n_ctx + [True] * n_new, np.zeros((3, 2), np.float32))

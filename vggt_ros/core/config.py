@@ -21,6 +21,7 @@ WORLD_CONVENTIONS = ("optical", "rep103")
 TRACK_QUERY_MODES = ("grid", "corners")
 MAP_UPDATE_MODES = ("keyframes", "all")
 PREPROCESS_MODES = ("crop", "pad")
+POINTS_SOURCES = ("depth", "point_head")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class PipelineConfig:
     conf_min: float = 0.0  # absolute confidence floor
     cloud_stride: int = 4  # per-frame point cloud: every n-th depth pixel in u and v
     cloud_max_points: int = 20000  # per-frame point cloud bound (evenly subsampled beyond)
+    points_source: str = "depth"  # depth (depth + camera, usually more accurate) | point_head (VGGT's points)
     # --- world map ----------------------------------------------------------------------------------
     voxel_size: float = 0.02  # world map voxel edge in output units (0: no voxel downsampling)
     map_max_points: int = 500_000  # hard bound of the world map (least recently seen voxels dropped)
@@ -140,6 +142,7 @@ class PipelineConfig:
         need(self.voxel_size >= 0, "voxel_size must be >= 0")
         need(int(self.map_max_points) >= 1, "map_max_points must be >= 1")
         need(self.map_update in MAP_UPDATE_MODES, f"map_update must be one of {MAP_UPDATE_MODES}")
+        need(self.points_source in POINTS_SOURCES, f"points_source must be one of {POINTS_SOURCES}")
         need(int(self.num_track_queries) >= 0, "num_track_queries must be >= 0")
         need(self.track_query_mode in TRACK_QUERY_MODES,
              f"track_query_mode must be one of {TRACK_QUERY_MODES}")

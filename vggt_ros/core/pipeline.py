@@ -117,25 +117,29 @@ def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, 
     return out
 
 
-def depth_to_points(depth: np.ndarray, K: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray,
-                                                                                             np.ndarray]:
-    """Camera-frame points ``[N, 3]`` float32 of finite depth pixels (every ``stride``-th), and flat ids."""
-    h, w = depth.shape
+def cloud_pixels(valid: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the per-frame cloud: every ``stride``-th valid pixel, evenly thinned to max_points."""
+    h, w = valid.shape
     rows = np.arange(0, h, stride)
     cols = np.arange(0, w, stride)
-    sub = depth[np.ix_(rows, cols)]
-    ok = np.isfinite(sub) & (sub > 0)
-    r, c = np.nonzero(ok)
+    r, c = np.nonzero(valid[np.ix_(rows, cols)])
     if max_points and len(r) > max_points:
         keep = np.linspace(0, len(r) - 1, max_points).astype(np.int64)
         r, c = r[keep], c[keep]
-    v = rows[r].astype(np.float64)
-    u = cols[c].astype(np.float64)
-    z = sub[r, c].astype(np.float64)
+    return rows[r], cols[c]
+
+
+def depth_to_points(depth: np.ndarray, K: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray,
+                                                                                             np.ndarray]:
+    """Camera-frame points ``[N, 3]`` float32 of finite depth pixels (every ``stride``-th), and flat ids."""
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth > 0)
+    v, u = cloud_pixels(valid, stride, max_points)
+    z = depth[v, u].astype(np.float64)
     y = (v - K[1, 2]) / K[1, 1]
     x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
     pts = np.stack([x * z, y * z, z], 1).astype(np.float32)
-    return pts, rows[r] * w + cols[c]
+    return pts, v * depth.shape[1] + u
 
 
 class StreamingPipeline:
@@ -311,7 +315,7 @@ class StreamingPipeline:
         # ---- outputs and map ------------------------------------------------------------------
         t = time.perf_counter()
         frames_out = [self._frame_output(job.frames[i], pred, i, poses[i], depth_world[i], masks[i],
-                                         keyflags[i]) for i in new_idx]
+                                         keyflags[i], float(align.scale)) for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()
         for fo in frames_out:
@@ -374,7 +378,7 @@ class StreamingPipeline:
         return max(1, round(h0 * cfg.depth_scale_factor)), max(1, round(w0 * cfg.depth_scale_factor))
 
     def _frame_output(self, frame: Frame, pred: Prediction, i: int, pose: np.ndarray, depth_world: np.ndarray,
-                      mask: np.ndarray, is_kf: bool) -> FrameOutput:
+                      mask: np.ndarray, is_kf: bool, window_scale: float) -> FrameOutput:
         cfg = self.config
         info = pred.preprocess[i]
         image_hw = (int(frame.image.shape[0]), int(frame.image.shape[1]))
@@ -396,7 +400,14 @@ class StreamingPipeline:
             interp = cv2.INTER_AREA if out_hw[0] * out_hw[1] < image_hw[0] * image_hw[1] else cv2.INTER_LINEAR
             rgb = cv2.resize(frame.image, (out_hw[1], out_hw[0]), interpolation=interp)
         K_depth = scale_intrinsics(K, image_hw, out_hw)
-        points, flat = depth_to_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
+        if cfg.points_source == "point_head" and pred.world_points is not None:
+            points, flat = self._point_head_points(pred, i, rows, cols, depth, window_scale * m)
+        else:
+            if cfg.points_source == "point_head":
+                self._counters.add("point_head_missing")
+                self._rl.warning("point_head_missing", "points_source point_head, but the predictor "
+                                 "returned no world_points: points from depth instead")
+            points, flat = depth_to_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
         colors = rgb.reshape(-1, 3)[flat]
         return FrameOutput(
             stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,
@@ -404,6 +415,21 @@ class StreamingPipeline:
             intrinsics=K, image_hw=image_hw, depth=depth, depth_conf=conf, depth_intrinsics=K_depth,
             rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=self._scale.is_metric,
         )
+
+    def _point_head_points(self, pred: Prediction, i: int, rows: np.ndarray, cols: np.ndarray,
+                           depth: np.ndarray, to_output: float) -> tuple[np.ndarray, np.ndarray]:
+        """Cloud from VGGT's point head: window-frame points moved into frame i's camera, output units.
+
+        Sampled at the depth image's pixels and kept only where the published depth is valid, so the
+        confidence filtering is the same as for depth-based points.
+        """
+        E = np.asarray(pred.extrinsics[i], np.float64)
+        wp = np.asarray(pred.world_points[i], np.float64)[rows[:, None], cols[None, :]]
+        cam = (wp @ E[:3, :3].T + E[:3, 3]) * to_output
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(depth) & np.isfinite(cam).all(-1) & (cam[..., 2] > 0)
+        v, u = cloud_pixels(valid, self.config.cloud_stride, self.config.cloud_max_points)
+        return cam[v, u].astype(np.float32), v * depth.shape[1] + u
 
     def _track_output(self, job: WindowJob, pred: Prediction) -> TrackOutput | None:
         if job.query_points is None or pred.tracks is None:

@@ -195,6 +195,8 @@ _PIPELINE_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "conf_min": ("Absolute depth confidence floor (pixels below are invalid)", {}),
     "cloud_stride": ("Per-frame point cloud: every n-th depth pixel in u and v", {"low": 1}),
     "cloud_max_points": ("Per-frame point cloud bound (evenly subsampled beyond)", {"low": 0}),
+    "points_source": ("Coloured points from depth + camera (default, usually more accurate) or from "
+                      "VGGT's point head (runs that head too)", {}),
     "voxel_size": ("World map voxel edge, output units (0: no voxel downsampling)", {"low": 0.0}),
     "map_max_points": ("Hard bound of the world map (least recently seen voxels dropped)", {"low": 1}),
     "map_update": ("Which frames feed the world map: keyframes or all", {}),
@@ -215,6 +217,7 @@ _PIPELINE_CHOICES_ATTR = {
     "world_frame_convention": "WORLD_CONVENTIONS",
     "track_query_mode": "TRACK_QUERY_MODES",
     "map_update": "MAP_UPDATE_MODES",
+    "points_source": "POINTS_SOURCES",
     "preprocess_mode": "PREPROCESS_MODES",
 }
 
@@ -502,6 +505,7 @@ def make_predictor(params: Mapping[str, Any], *, seed: int = 0) -> Any:
                        "meaningless except for testing the plumbing", SEED_SMALL + seed)
         model = VGGT(config)
         fill_state_dict(model, SEED_SMALL + seed)
-    # The core builds points from depth + cameras, so the point head is not run (faster, less memory).
-    return InferenceEngine(model, device=device, dtype=params["dtype"], world_points=False,
+    # The point head only runs when the clouds come from it (faster, less memory otherwise).
+    world_points = params["points_source"] == "point_head"
+    return InferenceEngine(model, device=device, dtype=params["dtype"], world_points=world_points,
                            preprocess_mode=params["preprocess_mode"], target_size=params["target_size"])
