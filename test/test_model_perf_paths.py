@@ -11,20 +11,15 @@ import torch
 from golden_weights import SEED_SMALL, fill_state_dict, golden_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vggt_ros.core.config import PipelineConfig
-from vggt_ros.core.oracle import OraclePredictor
-from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.model.config import VGGTConfig
-from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory
+from vggt_ros.model.engine import InferenceEngine
 from vggt_ros.model.heads.embeddings import (
     add_dpt_position_embedding,
     dpt_position_embedding,
     scaled_dpt_position_embedding,
 )
-from vggt_ros.model.oom_guard import ShrinkOnOOM, kept_indices
 from vggt_ros.model.patch_cache import PatchTokenCache, cache_key, embed_with_cache
 from vggt_ros.model.vggt import VGGT
-from vggt_ros.sim.sequences import make_sequence
 
 TARGET = 70  # 120x160 camera -> 70x56 network input
 
@@ -260,63 +255,3 @@ def test_aggregator_attention_runs_on_the_flash_kernel(model, frames):
             out, _ = model.aggregator(x, keep_layers={model.config.depth - 1})
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], atol=1e-5, rtol=1e-5)
-
-
-# ------------------------------------------------------------------ OOM shrink guard
-class _FitsUpTo:
-    """Fake predictor: raises InferenceOutOfMemory above ``limit`` frames, else delegates."""
-
-    def __init__(self, inner, limit: int) -> None:
-        self.inner, self.limit, self.sizes = inner, limit, []
-
-    def predict(self, images, query_points=None, frame_keys=None):
-        self.sizes.append(len(images))
-        if len(images) > self.limit:
-            raise InferenceOutOfMemory(f"{len(images)} frames do not fit")
-        return self.inner.predict(images, query_points, frame_keys)
-
-
-def test_kept_indices():
-    assert kept_indices(8, 8) == list(range(8))
-    assert kept_indices(8, 4) == [0, 5, 6, 7]
-    assert kept_indices(8, 1) == [0]
-
-
-def test_shrink_on_oom_keeps_anchor_and_newest_and_learns_a_cap():
-    seq = make_sequence("forward", 40, height=48, width=64, fps=10)
-    frames = seq.to_frames()
-    fake = _FitsUpTo(OraclePredictor(seq, target_size=56), limit=5)
-    guard = ShrinkOnOOM(fake, min_frames=2, shrink_factor=0.75)
-    imgs, keys = [f.image for f in frames[:8]], [f.stamp_ns for f in frames[:8]]
-    pred, idx = guard.predict_subset(imgs, None, keys)
-    assert fake.sizes == [8, 6, 4] and idx == [0, 5, 6, 7] and pred.num_frames == 4
-    assert guard.oom_events == 2 and guard.frame_cap == 4 and guard.shrunk_windows == 1
-    fake.sizes.clear()
-    guard.predict(imgs, None, keys)  # the cap avoids failing again
-    assert fake.sizes == [4] and guard.oom_events == 2 and guard.last_kept == [0, 5, 6, 7]
-    tiny = ShrinkOnOOM(_FitsUpTo(fake.inner, limit=1), min_frames=2)
-    with pytest.raises(InferenceOutOfMemory):
-        tiny.predict(imgs, None, keys)
-    with pytest.raises(ValueError, match="min_frames"):
-        ShrinkOnOOM(fake, min_frames=0)
-
-
-def test_shrunk_windows_integrate_in_the_pipeline():
-    seq = make_sequence("forward", 24, height=48, width=64, fps=10)
-    frames = seq.to_frames()
-    guard = ShrinkOnOOM(_FitsUpTo(OraclePredictor(seq, target_size=56), limit=6), min_frames=2)
-    pipe = StreamingPipeline(PipelineConfig(window_size=8, stride=4, min_valid_pixels=50))
-    outs = []
-    for f in frames:
-        pipe.add_frame(f)
-        job = pipe.next_window()
-        while job is not None:
-            outs.append(guard.run_window(pipe, job))
-            job = pipe.next_window()
-    assert outs and all(o.accepted for o in outs)
-    published = [fo.stamp_ns for o in outs for fo in o.frames]
-    assert len(published) == len(set(published))
-    # bootstrap 8 -> 6 frames (2 new frames dropped); later windows (8 = 4 context + 4 new) -> 6 frames,
-    # the anchor + 1 context + the 4 new frames, so only the bootstrap loses frames
-    assert guard.frames_dropped == 2 and guard.shrunk_windows == len(outs)
-    assert published == [f.stamp_ns for f in frames[:1] + frames[3:4 * len(outs) + 4]]
