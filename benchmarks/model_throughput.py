@@ -25,7 +25,6 @@ memory of one window. Random weights: speed and memory do not depend on the valu
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -36,26 +35,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vggt_ros.model.config import VGGTConfig  # noqa: E402
+from model_forward import build_model  # noqa: E402  (same cheap random-weight builder)
+
 from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
-
-GOLDEN_CONFIGS = Path(__file__).resolve().parents[1] / "test" / "data" / "golden" / "configs.json"
-
-
-def build_model(name: str, device: torch.device) -> VGGT:
-    """Model with cheap random weights (skips the slow default init of 1.3 B parameters)."""
-    cfg = VGGTConfig(**json.loads(GOLDEN_CONFIGS.read_text())[name]) if name == "small" else VGGTConfig()
-    model = VGGT.empty(cfg, device=device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for key, p in model.state_dict().items():
-            if key.endswith("weight") and p.ndim == 1:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model.eval()
 
 
 def _proc_status_mb(field: str) -> float:

@@ -12,9 +12,18 @@ from pathlib import Path
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, entry_value, fill_state_dict
 
 __all__ = ["GOLDEN_DIR", "SEED_1B", "SEED_SMALL", "entry_value", "fill_state_dict", "golden_config",
-           "read_state_dict_tsv"]
+           "read_state_dict_tsv", "small_golden_model"]
 
 GOLDEN_DIR = Path(__file__).parent / "data" / "golden"
+
+
+def small_golden_model():
+    """The small fixtures' network (config "small", weights of seed 2047), in eval mode."""
+    from vggt_ros.model import VGGT, VGGTConfig
+
+    model = VGGT(VGGTConfig(**golden_config("small"))).eval()
+    fill_state_dict(model, SEED_SMALL)
+    return model
 
 
 def golden_config(name: str) -> dict:

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from golden_weights import SEED_SMALL, fill_state_dict, golden_config
+from golden_weights import golden_config, small_golden_model
 from safetensors.torch import save_file
 
 from vggt_ros.core.types import Predictor
@@ -23,9 +23,7 @@ TARGET = 112  # small network input keeps the tests fast; 120x160 camera -> 112x
 
 @pytest.fixture(scope="module")
 def model() -> VGGT:
-    m = VGGT(VGGTConfig(**golden_config("small"))).eval()
-    fill_state_dict(m, SEED_SMALL)
-    return m
+    return small_golden_model()
 
 
 @pytest.fixture(scope="module")

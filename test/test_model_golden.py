@@ -11,7 +11,7 @@ import gc
 
 import pytest
 import torch
-from golden_weights import GOLDEN_DIR, SEED_1B, SEED_SMALL, fill_state_dict, golden_config
+from golden_weights import GOLDEN_DIR, SEED_1B, fill_state_dict, small_golden_model
 from safetensors.torch import load_file
 
 from vggt_ros.model import VGGT, VGGTConfig
@@ -62,9 +62,7 @@ def golden_images(g: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def small_model() -> VGGT:
-    model = VGGT(VGGTConfig(**golden_config("small"))).eval()
-    fill_state_dict(model, SEED_SMALL)
-    return model
+    return small_golden_model()
 
 
 @pytest.fixture(scope="module", params=["small_case_a", "small_case_b"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from golden_weights import SEED_SMALL, fill_state_dict, golden_config
+from golden_weights import golden_config, small_golden_model
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vggt_ros.model.config import VGGTConfig
@@ -26,9 +26,7 @@ TARGET = 70  # 120x160 camera -> 70x56 network input
 
 @pytest.fixture(scope="module")
 def model() -> VGGT:
-    m = VGGT(VGGTConfig(**golden_config("small"))).eval()
-    fill_state_dict(m, SEED_SMALL)
-    return m
+    return small_golden_model()
 
 
 @pytest.fixture(scope="module")
