@@ -227,8 +227,87 @@ def test_prepare_pins_memory_for_cuda(model, frames, monkeypatch):
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: pinned.append(self.shape) or self)
     assert not eng.prepare(frames[:2]).tensor.is_pinned() and pinned == []
     eng.device = torch.device("cuda")  # only prepare() is exercised: it must pin for a CUDA engine
-    eng.prepare(frames[:2])
-    assert pinned == [torch.Size([2, 3, 56, 70])]
+    prepared = eng.prepare(frames[:2])
+    # CUDA gets the uint8 images (a quarter of the float bytes), converted on the device
+    assert pinned == [torch.Size([2, 56, 70, 3])] and prepared.tensor.dtype == torch.uint8
+
+
+def test_uint8_upload_path_gives_the_float_path_results(model, frames):
+    import dataclasses
+
+    eng = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0)
+    prepared = eng.prepare(frames[:3])
+    assert prepared.tensor.dtype == torch.float32
+    as_u8 = dataclasses.replace(prepared, tensor=torch.from_numpy(prepared.images_u8.copy()))
+    a, b = eng.predict_prepared(prepared), eng.predict_prepared(as_u8)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.extrinsics, b.extrinsics)
+
+
+# ------------------------------------------------------------------ preprocessing cache + prefetch
+def test_preprocess_cache_reuses_frames_and_matches_uncached(model, frames):
+    cached = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0,
+                             preprocess_cache_size=8)
+    plain = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0,
+                            preprocess_cache_size=0)
+    for keys in [(0, 1, 2, 3), (2, 3, 4, 5)]:
+        a = cached.prepare([frames[k] for k in keys], None, list(keys))
+        b = plain.prepare([frames[k] for k in keys], None, list(keys))
+        np.testing.assert_array_equal(a.images_u8, b.images_u8)
+        np.testing.assert_array_equal(a.tensor.numpy(), b.tensor.numpy())
+        assert a.infos == b.infos
+    assert cached.preprocess_stats == {"hits": 2, "misses": 6, "prefetch_skipped": 0}
+    assert plain.preprocess_stats == {"hits": 0, "misses": 0, "prefetch_skipped": 0}
+    # same key, different image size (e.g. after a camera reset): never served from the cache
+    small = [f[:60, :80] for f in frames[:2]]
+    c = cached.prepare(small, None, [0, 1])
+    np.testing.assert_array_equal(c.images_u8, plain.prepare(small).images_u8)
+    assert cached.preprocess_stats["hits"] == 2
+    # the cache is bounded (LRU)
+    cached.prepare(frames, None, list(range(10, 16)))
+    assert len(cached._prep_cache) == 8
+
+
+def test_prefetch_fills_the_cache_in_the_background(model, frames):
+    eng = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0,
+                          preprocess_cache_size=8)
+    try:
+        eng.prefetch(frames[:4], [0, 1, 2, 3]).result(timeout=30)
+        assert eng.preprocess_stats == {"hits": 0, "misses": 4, "prefetch_skipped": 0}
+        eng.prepare(frames[:4], None, [0, 1, 2, 3])
+        assert eng.preprocess_stats == {"hits": 4, "misses": 4, "prefetch_skipped": 0}
+        with pytest.raises(ValueError, match="frame_keys"):
+            eng.prefetch(frames[:2], [0])
+        # bounded queue: while MAX_PREFETCH_PENDING calls wait, further calls are skipped and counted
+        eng._prefetch_pending = eng.MAX_PREFETCH_PENDING
+        assert eng.prefetch(frames[4:5], [4]) is None
+        assert eng.preprocess_stats["prefetch_skipped"] == 1
+        eng._prefetch_pending = 0
+    finally:
+        eng.close()
+
+
+# ------------------------------------------------------------------ DPT heads under autocast
+def test_dpt_autocast_runs_the_dpt_heads_in_the_autocast_dtype(model, frames):
+    x = _tensor(frames[:2])
+    seen: list[torch.dtype] = []
+    hook = model.depth_head.scratch.output_conv2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        with torch.inference_mode():
+            ref = model(x, heads={"camera", "depth"})
+            same = model(x, heads={"camera", "depth"}, dpt_autocast=True)  # no autocast active: no effect
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                f32 = model(x, heads={"camera", "depth"})
+                b16 = model(x, heads={"camera", "depth"}, dpt_autocast=True)
+    finally:
+        hook.remove()
+    assert seen == [torch.float32, torch.float32, torch.float32, torch.bfloat16]
+    torch.testing.assert_close(same["depth"], ref["depth"], rtol=0, atol=0)
+    for out in (f32, b16):
+        assert out["depth"].dtype == torch.float32 and out["depth_conf"].dtype == torch.float32
+    # bf16 convolutions: same depth to bf16 rounding, but not bit-identical (the flag took effect)
+    torch.testing.assert_close(b16["depth"], f32["depth"], rtol=5e-2, atol=5e-2)
+    assert not torch.equal(b16["depth"], f32["depth"])
 
 
 def test_compiled_engine_matches_eager(model, frames):
@@ -241,6 +320,27 @@ def test_compiled_engine_matches_eager(model, frames):
     a, b = compiled.predict(frames[:2]), plain.predict(frames[:2])
     np.testing.assert_allclose(a.depth, b.depth, atol=1e-6, rtol=1e-6)
     np.testing.assert_allclose(a.extrinsics, b.extrinsics, atol=1e-6, rtol=1e-6)
+
+
+def test_regional_compile_keeps_keys_and_outputs(frames, monkeypatch):
+    import vggt_ros.model.engine as engine_mod
+
+    ref_model, model = small_golden_model(), small_golden_model()
+    keys = list(model.state_dict())
+    torch._dynamo.reset()
+    n = engine_mod.compile_blocks(model, backend="eager")  # graph capture without inductor's C++ build
+    cfg = model.config
+    assert n == len(model.aggregator.patch_embed.blocks) + 2 * cfg.depth
+    assert list(model.state_dict()) == keys  # checkpoints still load (no _orig_mod prefixes)
+    a = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=0).predict(frames[:2])
+    b = InferenceEngine(ref_model, device="cpu", target_size=TARGET, patch_cache_size=0).predict(frames[:2])
+    np.testing.assert_allclose(a.depth, b.depth, atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(a.extrinsics, b.extrinsics, atol=1e-6, rtol=1e-6)
+    # the engine option routes to it and keeps the plain module as the forward
+    seen = []
+    monkeypatch.setattr(engine_mod, "compile_blocks", lambda m, backend="inductor": seen.append(m) or 0)
+    eng = InferenceEngine(ref_model, device="cpu", target_size=TARGET, compile="blocks")
+    assert seen == [ref_model] and eng._forward is ref_model
 
 
 def test_aggregator_attention_runs_on_the_flash_kernel(model, frames):

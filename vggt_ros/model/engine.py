@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ _DTYPES = {
 }
 _OOM_ERRORS: tuple[type[BaseException], ...] = tuple(
     {getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)} - {None})
+
+
+def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> int:
+    """Compile the aggregator's transformer blocks in place (regional ``torch.compile``); returns
+    how many. State-dict keys do not change (``Module.compile`` keeps the module)."""
+    agg = model.aggregator
+    blocks = [*agg.patch_embed.blocks, *agg.frame_blocks, *agg.global_blocks]
+    for block in blocks:
+        block.compile(backend=backend)
+    return len(blocks)
 
 
 class InferenceOutOfMemory(RuntimeError):
@@ -73,8 +84,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 class PreparedWindow:
     """A preprocessed window, ready for :meth:`InferenceEngine.predict_prepared` (CPU-side work done).
 
-    ``tensor`` is the float32 ``[S, 3, H, W]`` network input, in pinned memory when the engine runs
-    on CUDA (so the host-to-device copy can be asynchronous).
+    ``tensor`` is the float32 ``[S, 3, H, W]`` network input on CPU; on CUDA it is the uint8
+    ``[S, H, W, 3]`` images in pinned memory (a quarter of the bytes to copy, asynchronously), turned
+    into the same float32 values on the device.
     """
 
     images_u8: np.ndarray
@@ -109,10 +121,22 @@ class InferenceEngine:
             has one). The streaming core builds points from depth + cameras, so the node should pass
             False: one DPT head less per window.
         frames_chunk_size: frames per DPT-head chunk (None = all at once); bounds peak memory only.
+        dpt_autocast: run the depth (and point) DPT heads in the autocast dtype instead of float32
+            (the reference keeps them float32). Only matters on CUDA with bf16/fp16: faster, with
+            depth differing from the reference by bf16 rounding. Off by default.
+        preprocess_cache_size: frames whose preprocessed network image is kept, keyed by
+            ``frame_keys`` (overlapping windows preprocess each frame once; :meth:`prefetch` fills it
+            ahead of time); 0 disables.
         compile: wrap the model in ``torch.compile`` (off by default: a long warm-up, about 80 s for
             the small config on a 2-core CPU, and new window sizes recompile). True = the default
             inductor backend, or a backend name ("eager", "aot_eager", "cudagraphs", ...).
+            ``"blocks"`` = regional compilation: every transformer block (DINOv2, frame, global) is
+            compiled in place (``Module.compile``), which fuses the memory-bound layer norms, casts,
+            RoPE and residual adds; the blocks share their compiled code, so the warm-up is far
+            shorter than compiling the whole model. Note: this changes ``model`` itself.
     """
+
+    MAX_PREFETCH_PENDING = 8  # queued prefetch calls beyond which prefetch() gives up (bounded queue)
 
     def __init__(
         self,
@@ -128,6 +152,8 @@ class InferenceEngine:
         world_points: bool | None = None,
         frames_chunk_size: int | None = 8,
         compile: bool | str = False,
+        dpt_autocast: bool = False,
+        preprocess_cache_size: int = 64,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -163,8 +189,19 @@ class InferenceEngine:
         self.world_points = bool(world_points)
         self.frames_chunk_size = frames_chunk_size
         self.patch_cache = PatchTokenCache(patch_cache_size)
+        self.dpt_autocast = bool(dpt_autocast)
+        if preprocess_cache_size < 0:
+            raise ValueError(f"preprocess_cache_size must be >= 0, got {preprocess_cache_size}")
+        self.preprocess_cache_size = int(preprocess_cache_size)
+        self._prep_cache: OrderedDict[Any, tuple[tuple[int, ...], np.ndarray, PreprocessInfo]] = OrderedDict()
+        self._prep_lock = threading.Lock()
+        self.preprocess_stats = {"hits": 0, "misses": 0, "prefetch_skipped": 0}
+        self._prefetch_pending = 0
         self._forward = self.model
-        if compile:
+        if compile == "blocks":
+            n = compile_blocks(self.model)
+            logger.info("torch.compile: %d transformer blocks compiled in place (regional)", n)
+        elif compile:
             backend = "inductor" if compile is True else str(compile)
             self._forward = torch.compile(self.model, backend=backend)
             logger.info("VGGT forward wrapped in torch.compile (backend %s)", backend)
@@ -225,17 +262,76 @@ class InferenceEngine:
         if frame_keys is not None and len(frame_keys) != len(images):
             raise ValueError(f"{len(frame_keys)} frame_keys for {len(images)} images")
         t0 = time.perf_counter()
-        images_u8, infos = preprocess_images_uint8(images, self.preprocess_mode, self.target_size)
+        images_u8, infos = self._preprocess(images, frame_keys)
         H, W = images_u8.shape[1:3]
         queries = None if query_points is None else self._query_tensor(query_points, infos[0], (H, W))
-        tensor = uint8_to_network_tensor(images_u8)
         if self.device.type == "cuda":
-            tensor = tensor.pin_memory()
+            tensor = torch.from_numpy(images_u8).pin_memory()  # uint8 NHWC, converted on the device
+        else:
+            tensor = uint8_to_network_tensor(images_u8)
         keys = None
         if frame_keys is not None:
             keys = [(k, info.network_hw, info.scale_xy, info.offset_xy) for k, info in zip(frame_keys, infos)]
         return PreparedWindow(images_u8, infos, tensor, queries, keys,
                               {"preprocess": time.perf_counter() - t0})
+
+    def _preprocess(self, images: Sequence[np.ndarray], frame_keys: Sequence[Any] | None
+                    ) -> tuple[np.ndarray, list[PreprocessInfo]]:
+        """Preprocess a window, reusing frames already preprocessed under the same key.
+
+        The cache is used only when every image has one shape (mixed sizes are padded to a common
+        canvas, which depends on the whole window)."""
+        if (frame_keys is None or self.preprocess_cache_size == 0 or len(images) == 0
+                or len({np.shape(im) for im in images}) != 1):
+            return preprocess_images_uint8(images, self.preprocess_mode, self.target_size)
+        shape = tuple(np.shape(images[0]))
+        found: dict[int, tuple[np.ndarray, PreprocessInfo]] = {}
+        with self._prep_lock:
+            for i, key in enumerate(frame_keys):
+                entry = self._prep_cache.get(key)
+                if entry is not None and entry[0] == shape:
+                    self._prep_cache.move_to_end(key)
+                    found[i] = (entry[1], entry[2])
+        missing = [i for i in range(len(images)) if i not in found]
+        if missing:
+            new_u8, new_infos = preprocess_images_uint8([images[i] for i in missing], self.preprocess_mode,
+                                                        self.target_size)
+            with self._prep_lock:
+                for j, i in enumerate(missing):
+                    found[i] = (new_u8[j], new_infos[j])
+                    self._prep_cache[frame_keys[i]] = (shape, new_u8[j], new_infos[j])
+                    self._prep_cache.move_to_end(frame_keys[i])
+                while len(self._prep_cache) > self.preprocess_cache_size:
+                    self._prep_cache.popitem(last=False)
+        with self._prep_lock:
+            self.preprocess_stats["hits"] += len(images) - len(missing)
+            self.preprocess_stats["misses"] += len(missing)
+        return np.stack([found[i][0] for i in range(len(images))]), [found[i][1] for i in range(len(images))]
+
+    def prefetch(self, images: Sequence[np.ndarray], frame_keys: Sequence[Any]) -> Future[None] | None:
+        """Preprocess frames in the background (the engine's preprocessing thread), so that a later
+        window containing them finds them ready: the camera callback can call this without blocking
+        on inference. Best effort: with ``preprocess_cache_size`` 0, or when ``MAX_PREFETCH_PENDING``
+        calls are still queued (preprocessing slower than the camera), nothing is queued (counted in
+        ``preprocess_stats["prefetch_skipped"]``) and the window preprocesses the frames itself."""
+        if len(frame_keys) != len(images):
+            raise ValueError(f"{len(frame_keys)} frame_keys for {len(images)} images")
+        with self._prep_lock:
+            if self.preprocess_cache_size == 0 or self._prefetch_pending >= self.MAX_PREFETCH_PENDING:
+                self.preprocess_stats["prefetch_skipped"] += 1
+                return None
+            self._prefetch_pending += 1
+        images, frame_keys = list(images), list(frame_keys)
+
+        def work() -> None:
+            try:
+                self._preprocess(images, frame_keys)
+            finally:
+                with self._prep_lock:
+                    self._prefetch_pending -= 1
+
+        prep_pool, _ = self._pools()
+        return prep_pool.submit(work)
 
     def heads_to_run(self, with_tracks: bool) -> set[str]:
         """Heads the engine asks the model for: camera + depth, points if enabled, tracks if queried."""
@@ -254,6 +350,8 @@ class InferenceEngine:
         t1 = time.perf_counter()
         try:
             x = prepared.tensor.to(self.device, non_blocking=True)
+            if x.dtype == torch.uint8:  # [S, H, W, 3] -> float32 [S, 3, H, W] / 255, as on the CPU
+                x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
             q = None if queries is None or len(queries) == 0 else torch.from_numpy(queries).to(self.device)
             with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                                         enabled=self.autocast_enabled):
@@ -265,7 +363,8 @@ class InferenceEngine:
                                                     prepared.frame_keys, self.patch_cache)
                 out = self._forward(x, query_points=q, patch_tokens=patch_tokens,
                                     heads=self.heads_to_run(q is not None),
-                                    frames_chunk_size=self.frames_chunk_size)
+                                    frames_chunk_size=self.frames_chunk_size,
+                                    dpt_autocast=self.dpt_autocast)
             self._sync()
             timings["forward"] = time.perf_counter() - t1
             t2 = time.perf_counter()

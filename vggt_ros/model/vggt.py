@@ -7,6 +7,7 @@ the layers the enabled heads read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -99,7 +100,8 @@ class VGGT(nn.Module):
 
     def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None,
                 patch_tokens: torch.Tensor | None = None, track_iters: int | None = None,
-                heads: Iterable[str] | None = None, frames_chunk_size: int | None = 8) -> dict[str, Any]:
+                heads: Iterable[str] | None = None, frames_chunk_size: int | None = 8,
+                dpt_autocast: bool = False) -> dict[str, Any]:
         """Predict cameras, depth, points (and tracks of ``query_points``) for each scene.
 
         Args:
@@ -111,6 +113,10 @@ class VGGT(nn.Module):
                 "track" only with ``query_points``). Heads not run cost nothing (their aggregator
                 layers are not even computed if no other head reads them) and their keys are absent.
             frames_chunk_size: frames per DPT-head chunk (None = all at once); bounds peak memory only.
+            dpt_autocast: run the depth/point DPT heads inside the caller's autocast (bf16 convolutions)
+                instead of float32 as the reference does. Faster on GPUs; outputs then differ from the
+                reference by bf16 rounding (the final activations stay float32). The camera head, which
+                costs little, always runs in float32.
 
         Returns:
             dict with ``pose_enc`` [B,S,9], ``pose_enc_list`` (4 x [B,S,9]), ``depth`` [B,S,H,W,1],
@@ -140,12 +146,16 @@ class VGGT(nn.Module):
         tokens, patch_start_idx = self.aggregator(images, keep_layers=keep, patch_tokens=patch_tokens)
 
         predictions: dict[str, Any] = {}
-        # Camera/depth/point heads in float32 regardless of the caller's autocast (as the reference).
+        # Camera/depth/point heads in float32 regardless of the caller's autocast (as the reference);
+        # the DPT heads optionally keep the caller's autocast (dpt_autocast).
         with torch.autocast(device_type=images.device.type, enabled=False):
             if runs("camera"):
                 pose_enc_list = self.camera_head(tokens)
                 predictions["pose_enc"] = pose_enc_list[-1]
                 predictions["pose_enc_list"] = pose_enc_list
+        dpt_context = contextlib.nullcontext() if dpt_autocast else torch.autocast(
+            device_type=images.device.type, enabled=False)
+        with dpt_context:
             if runs("depth"):
                 depth, depth_conf = self.depth_head(tokens, images=images, patch_start_idx=patch_start_idx,
                                                     frames_chunk_size=frames_chunk_size)

@@ -518,6 +518,10 @@ def _build_node_class() -> type:
         def _add_frame(self, frame: Frame) -> None:
             if not self._pipeline.add_frame(frame):
                 self._count("rejected_frames")  # reason counted by the pipeline (rejected_<reason>)
+            else:
+                prefetch = getattr(self._predictor, "prefetch", None)
+                if prefetch is not None:  # engine: preprocess now, in its own thread (non-blocking)
+                    prefetch([frame.image], [frame.stamp_ns])
             self._wake.set()
 
         # ------------------------------------------------------------------ worker

@@ -161,7 +161,8 @@ class DPTHead(nn.Module):
         if self.feature_only:
             return out.reshape(batch, frames, *out.shape[1:])
 
-        out = self.scratch.output_conv2(out).permute(0, 2, 3, 1)
+        # float32 activations even when the convolutions ran under autocast (no-op in float32)
+        out = self.scratch.output_conv2(out).permute(0, 2, 3, 1).float()
         out = out.reshape(batch, frames, *out.shape[1:])
         preds = activate_values(out[..., :-1], self.activation)
         conf = activate_confidence(out[..., -1], self.conf_activation)
