@@ -12,8 +12,11 @@ once, in an interleaved order (so machine noise hits all variants alike):
   ``model(images)`` call);
 * lean heads: camera + depth only (the core builds points from depth + cameras);
 * lean + cache: plus the per-frame patch-token cache (half of each window's frames are cached);
-* lean + cache + autocast: plus bf16 (fp16 before Ampere) autocast, CUDA only;
-* [--compile] lean + cache + autocast + torch.compile.
+* lean + cache + autocast: plus bf16 (fp16 before Ampere) autocast, CUDA only (the DPT head stays
+  float32, as the reference);
+* + dpt_autocast: the DPT head in bf16 too (CUDA only; depth differs by bf16 rounding);
+* [--compile] + regional torch.compile of the transformer blocks (``compile="blocks"``, on a copy
+  of the model); its first window includes the compilation.
 
 Latency is the median (``--stat min`` on a shared CPU) over the windows after the first
 ``--warmup`` ones (the first window fills the cache); frames/s = stride / latency (new frames per
@@ -25,6 +28,7 @@ memory of one window. Random weights: speed and memory do not depend on the valu
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -80,7 +84,7 @@ class PeakMemory:
 
 
 def variants(model: VGGT, device: torch.device, size: int, use_compile: bool,
-             target_size: int, mode: str) -> dict[str, InferenceEngine]:
+             target_size: int, mode: str, only: list[str] | None = None) -> dict[str, InferenceEngine]:
     common = dict(device=device, target_size=target_size, preprocess_mode=mode)
     out = {
         "baseline": InferenceEngine(model, dtype="float32", patch_cache_size=0, world_points=True, **common),
@@ -92,9 +96,15 @@ def variants(model: VGGT, device: torch.device, size: int, use_compile: bool,
     if device.type == "cuda":
         out["lean+cache+autocast"] = InferenceEngine(model, dtype="auto", patch_cache_size=2 * size,
                                                      world_points=False, **common)
-    if use_compile:
-        out["+compile"] = InferenceEngine(model, dtype="auto", patch_cache_size=2 * size, world_points=False,
-                                          compile=True, **common)
+        out["+dpt_autocast"] = InferenceEngine(model, dtype="auto", patch_cache_size=2 * size,
+                                               world_points=False, dpt_autocast=True, **common)
+    if use_compile:  # regional compile changes the module in place: give it its own copy
+        out["+compile(blocks)"] = InferenceEngine(copy.deepcopy(model), dtype="auto",
+                                                  patch_cache_size=2 * size, world_points=False,
+                                                  dpt_autocast=device.type == "cuda", compile="blocks",
+                                                  **common)
+    if only:
+        out = {k: v for k, v in out.items() if k in only or k == "baseline"}
     return out
 
 
@@ -111,6 +121,8 @@ def main() -> None:
                     help="latency statistic over the windows (min resists other processes on a shared CPU)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile variant (slow warm-up)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="run only these variants (plus the baseline), e.g. for large S")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,7 +147,8 @@ def main() -> None:
         stride = max(1, size // 2)
         n_frames = size + stride * (n_windows - 1)
         frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n_frames)]
-        engines = variants(model, device, size, args.compile, max(w, h), "crop" if w >= h else "pad")
+        engines = variants(model, device, size, args.compile, max(w, h), "crop" if w >= h else "pad",
+                           args.variants)
         times: dict[str, list[float]] = {k: [] for k in engines}
         mem = {k: PeakMemory(device) for k in engines}
         oom = False
@@ -163,8 +176,8 @@ def main() -> None:
                          mem[name].peak / base_mem if base_mem > 0 else float("nan")))
             print(f"S={size:3d} {name:22s} {lat * 1e3:9.1f} ms/window  {stride / lat:7.2f} frames/s  "
                   f"x{base / lat:5.2f}  peak {mem[name].peak:8.1f} MB", flush=True)
-        hits = engines["lean+cache"].patch_cache.stats()
-        print(f"S={size:3d} patch cache: {hits}", flush=True)
+        if "lean+cache" in engines:
+            print(f"S={size:3d} patch cache: {engines['lean+cache'].patch_cache.stats()}", flush=True)
         del engines
         if device.type == "cuda":
             torch.cuda.empty_cache()
