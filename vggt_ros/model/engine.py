@@ -351,7 +351,7 @@ class InferenceEngine:
         try:
             x = prepared.tensor.to(self.device, non_blocking=True)
             if x.dtype == torch.uint8:  # [S, H, W, 3] -> float32 [S, 3, H, W] / 255, as on the CPU
-                x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+                x = self._u8_to_float(x)
             q = None if queries is None or len(queries) == 0 else torch.from_numpy(queries).to(self.device)
             with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                                         enabled=self.autocast_enabled):
@@ -379,6 +379,17 @@ class InferenceEngine:
         timings["total"] = sum(timings[k] for k in ("preprocess", "forward", "postprocess"))
         pred.timings = timings
         return pred
+
+    def _u8_to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[S, H, W, 3]`` on the device -> float32 ``[S, 3, H, W]`` with exactly the CPU values.
+
+        A 256-entry table of numpy's correctly rounded ``i / 255`` (CUDA turns a division by a scalar
+        into a multiplication by its reciprocal, which is 1 ulp off for some values)."""
+        lut = getattr(self, "_u8_lut", None)
+        if lut is None or lut.device != x.device:
+            table = np.arange(256, dtype=np.float32) / np.float32(255.0)
+            lut = self._u8_lut = torch.from_numpy(table).to(x.device)
+        return lut[x.permute(0, 3, 1, 2).long()]
 
     def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         with self._executor_lock:
