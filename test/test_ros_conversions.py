@@ -532,6 +532,145 @@ def test_depth_to_points():
     np.testing.assert_array_equal(rgb_back, cols)
 
 
+def _naive_records(depth: np.ndarray, Kd: np.ndarray, rgb: np.ndarray) -> tuple[list, list, list]:
+    """Per-pixel reference: (flat ids, xyz float64, packed uint32 rgb) of valid pixels, row-major."""
+    fx, s, cx, fy, cy = Kd[0, 0], Kd[0, 1], Kd[0, 2], Kd[1, 1], Kd[1, 2]
+    ids, xyz, packed = [], [], []
+    for (v, u), z in np.ndenumerate(depth):
+        if np.isfinite(z) and z > 0:
+            yn = (v - cy) / fy
+            ids.append(v * depth.shape[1] + u)
+            xyz.append([(u - cx - s * yn) / fx * z, yn * z, z])
+            r, g, b = (int(c) for c in rgb[v, u])
+            packed.append((r << 16) | (g << 8) | b)
+    return ids, xyz, packed
+
+
+def _hostile_depth(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0.1, 9.0, (h, w)).astype(np.float32)
+    for value, frac in ((np.nan, 0.15), (np.inf, 0.05), (-np.inf, 0.03), (0.0, 0.05), (-2.0, 0.05)):
+        d[rng.uniform(size=(h, w)) < frac] = value
+    d[0, 0], d[-1, -1] = -0.0, np.float32(1e-40)  # negative zero invalid, positive subnormal valid
+    return d
+
+
+@pytest.mark.parametrize("skew", [0.0, 3.0])
+def test_cloud_records_match_per_pixel_reference(skew):
+    h, w = 19, 27
+    depth = _hostile_depth(h, w, seed=11)
+    Kd = np.array([[40.0, skew, 13.2], [0, 38.0, 9.7], [0, 0, 1]])
+    rgb = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    rgb[1, 1] = 255  # all bits set: the alpha byte must still be 0
+    ids, xyz, packed = _naive_records(depth, Kd, rgb)
+    rec = conv.depth_to_cloud_records(depth, Kd, rgb)
+    assert rec.shape == (len(ids), 4) and rec.dtype == np.float32
+    np.testing.assert_allclose(rec[:, :3], np.array(xyz), rtol=2e-6, atol=1e-30)
+    np.testing.assert_array_equal(rec[:, 3].view(np.uint32), np.array(packed, np.uint32))
+    # without colours: 12-byte records, same coordinates
+    np.testing.assert_array_equal(conv.depth_to_cloud_records(depth, Kd), rec[:, :3])
+    # organised: every pixel, NaN x y z exactly at the invalid ones, valid ones equal the unorganised
+    org = conv.depth_to_cloud_records(depth, Kd, rgb, organized=True)
+    assert org.shape == (h, w, 4)
+    flat = org.reshape(-1, 4)
+    invalid = np.ones(h * w, bool)
+    invalid[ids] = False
+    assert np.isnan(flat[invalid, :3]).all() and np.isfinite(flat[~invalid, :3]).all()
+    np.testing.assert_array_equal(flat[ids].view(np.uint32), rec.view(np.uint32))
+    all_packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    np.testing.assert_array_equal(flat[:, 3].view(np.uint32), all_packed.reshape(-1))
+    # the split path returns the same points and colours
+    pts, cols = conv.depth_to_points(depth, Kd, rgb)
+    np.testing.assert_array_equal(pts, rec[:, :3])
+    np.testing.assert_array_equal(cols, rgb.reshape(-1, 3)[ids])
+
+
+def test_depth_to_pointcloud2_fields_unorganised_and_organised(typestore):
+    h, w = 12, 17
+    depth = _hostile_depth(h, w, seed=4)
+    rgb = np.random.default_rng(5).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Kd = np.array([[20.0, 0, 8.0], [0, 21.0, 5.5], [0, 0, 1]])
+    pts, cols = conv.depth_to_points(depth, Kd, rgb)
+    f = conv.depth_to_pointcloud2_fields(depth, Kd, rgb, STAMP, "cam")
+    ref = conv.pointcloud2_fields(pts, cols, STAMP, "cam")
+    for key in ("height", "width", "point_step", "row_step", "is_dense", "fields", "header", "is_bigendian"):
+        assert f[key] == ref[key], key
+    np.testing.assert_array_equal(f["data"], ref["data"])
+    assert f["height"] == 1 and f["width"] == len(pts) and f["is_dense"] is True
+    o = conv.depth_to_pointcloud2_fields(depth, Kd, rgb, STAMP, "cam", organized=True)
+    assert (o["height"], o["width"], o["row_step"], o["is_dense"]) == (h, w, 16 * w, False)
+    msg = conv.to_rosbags(typestore, "sensor_msgs/msg/PointCloud2", o)
+    xyz, back = conv.pointcloud2_msg_to_xyz_rgb(typestore.deserialize_cdr(
+        typestore.serialize_cdr(msg, "sensor_msgs/msg/PointCloud2"), "sensor_msgs/msg/PointCloud2"))
+    valid = conv.valid_depth_mask(depth).reshape(-1)
+    np.testing.assert_array_equal(xyz[valid], pts)
+    assert np.isnan(xyz[~valid]).all()
+    np.testing.assert_array_equal(back, rgb.reshape(-1, 3))
+    # organised input to pointcloud2_fields gives the same message; all-valid organised is dense
+    o2 = conv.pointcloud2_fields(xyz.reshape(h, w, 3), back.reshape(h, w, 3), STAMP, "cam")
+    assert (o2["height"], o2["width"], o2["row_step"], o2["is_dense"]) == (h, w, 16 * w, False)
+    np.testing.assert_array_equal(o2["data"], o["data"])
+    dense = conv.depth_to_pointcloud2_fields(np.ones((3, 4), np.float32), Kd, None, STAMP, "c",
+                                             organized=True)
+    assert dense["is_dense"] is True and dense["point_step"] == 12 and dense["data"].nbytes == 12 * 12
+    none = conv.depth_to_pointcloud2_fields(np.full((3, 4), np.nan, np.float32), Kd, rgb[:3, :4], STAMP, "c")
+    assert none["width"] == 0 and none["data"].nbytes == 0
+    with pytest.raises(ValueError, match="rgb must be"):
+        conv.depth_to_cloud_records(depth, Kd, rgb[:, :-1])
+    with pytest.raises(ValueError, match="focal"):
+        conv.depth_to_cloud_records(depth, np.zeros((3, 3)))
+
+
+def test_pack_rgb_and_pointcloud2_data_match_arithmetic_reference():
+    rng = np.random.default_rng(9)
+    cols = rng.integers(0, 256, (1001, 3), dtype=np.uint8)
+    cols[:3] = [[255, 255, 255], [0, 0, 0], [255, 0, 128]]
+    ref = (cols[:, 0].astype(np.uint32) << 16) | (cols[:, 1].astype(np.uint32) << 8) | cols[:, 2]
+    np.testing.assert_array_equal(conv.pack_rgb(cols).view(np.uint32), ref)
+    np.testing.assert_array_equal(conv.unpack_rgb(conv.pack_rgb(cols)), cols)
+    pts = rng.normal(size=(1001, 3)).astype(np.float32)
+    pts[5] = [np.nan, np.inf, -0.0]
+    data = conv.pointcloud2_data(pts, cols)
+    expected = b"".join(struct.pack("<3fI", *p, int(c)) for p, c in zip(pts.tolist(), ref, strict=True))
+    assert data.tobytes() == expected
+    assert conv.pointcloud2_data(pts).tobytes() == pts.astype("<f4").tobytes()
+
+
+def test_cloud_scratch_buffers_never_leak_into_results():
+    """The per-thread work buffers are reused across calls: earlier results must stay intact, also
+    across image sizes and threads."""
+    import threading
+
+    Kd = np.array([[30.0, 0, 10.0], [0, 30.0, 8.0], [0, 0, 1]])
+    a_depth, b_depth = _hostile_depth(16, 20, seed=1), _hostile_depth(9, 33, seed=2)
+    a_rgb = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    b_rgb = np.random.default_rng(2).integers(0, 256, (9, 33, 3), dtype=np.uint8)
+    first = conv.depth_to_cloud_records(a_depth, Kd, a_rgb)
+    keep = first.copy()
+    org = conv.depth_to_cloud_records(a_depth, Kd, a_rgb, organized=True)
+    keep_org = org.copy()
+    conv.depth_to_cloud_records(b_depth, Kd, b_rgb)
+    conv.depth_to_cloud_records(np.flipud(a_depth), Kd, a_rgb, organized=True)
+    np.testing.assert_array_equal(first.view(np.uint32), keep.view(np.uint32))
+    np.testing.assert_array_equal(org.view(np.uint32), keep_org.view(np.uint32))
+    results: dict[int, np.ndarray] = {}
+
+    def worker(i: int) -> None:
+        d, c = (a_depth, a_rgb) if i % 2 else (b_depth, b_rgb)
+        for _ in range(20):
+            results[i] = conv.depth_to_cloud_records(d, Kd, c)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    single = {1: conv.depth_to_cloud_records(a_depth, Kd, a_rgb),
+              0: conv.depth_to_cloud_records(b_depth, Kd, b_rgb)}
+    for i, r in results.items():
+        np.testing.assert_array_equal(r.view(np.uint32), single[i % 2].view(np.uint32))
+
+
 # ---------------------------------------------------------------------------------------------- poses
 
 
