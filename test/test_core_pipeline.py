@@ -98,7 +98,8 @@ def test_stitched_trajectory_ate_within_noise(kind: str) -> None:
     print(f"{kind}: ATE rmse {res['rmse']:.4f} m vs per-window noise {noise:.4f} m "
           f"(ratio {res['rmse'] / noise:.2f}), keyframes {pipe.counters()['keyframes']}")
     assert res["rmse"] <= 1.5 * noise
-    assert np.sqrt(np.mean(_rot_err_deg(E, G) ** 2)) <= 3.0 * ROT_NOISE_DEG
+    # oracle seeds 1-7: forward ATE 1.12-1.20x, rotation 0.96-1.10x; orbit 1.01-1.25x, 1.25-1.74x
+    assert np.sqrt(np.mean(_rot_err_deg(E, G) ** 2)) <= 2.5 * ROT_NOISE_DEG
 
 
 @pytest.mark.parametrize("kind", ["rotation", "static"])
@@ -109,7 +110,8 @@ def test_pure_rotation_and_near_static(kind: str) -> None:
     rec = _Recording(_oracle(seq))
     outs = _run(pipe, frames, rec)
     assert all(o.accepted for o in outs)
-    E, G, _ = _trajectory(outs, seq)
+    E, G, stamps = _trajectory(outs, seq)
+    assert stamps == [f.stamp_ns for f in frames]  # every frame published exactly once
     upm = _units_per_metre(outs, rec.scales)
     pos_err = np.linalg.norm(E[:, :3, 3] / upm - G[:, :3, 3], axis=1)  # metres, no alignment needed
     noise = _per_window_noise_m(seq, frames)
@@ -118,19 +120,62 @@ def test_pure_rotation_and_near_static(kind: str) -> None:
     print(f"{kind}: position rmse {np.sqrt(np.mean(pos_err**2)):.4f} m vs noise {noise:.4f} m, "
           f"rotation rmse {np.sqrt(np.mean(rot**2)):.3f} deg vs {ROT_NOISE_DEG} deg, keyframes {kf}")
     # Sim(3) ATE is degenerate here (the true positions barely move), so positions are checked in
-    # metres without alignment. A full turn needs ~30 keyframes, each adding independent per-window
-    # noise to the chain (a random walk), hence the looser position bound for pure rotation. Measured
-    # over oracle seeds 1-7 (placement averaged over all context frames): rotation position
-    # 1.77-2.20x, rotation 1.2-2.2x (anchor + Umeyama placement before: 1.8-2.9x and 1.6-4.1x);
-    # static position 1.08-1.37x, rotation 1.1-1.6x.
-    bound_pos, bound_rot = (2.5, 2.5) if kind == "rotation" else (1.5, 2.0)
+    # metres without alignment. A full turn takes ~30 windows, each handing the chain over with
+    # fresh per-window noise (a random walk), hence the looser position bound for pure rotation.
+    # Measured over oracle seeds 1-7 (oldest covisible keyframe as anchor, inverse-variance
+    # placement and fusion): rotation position 1.28-1.56x (seed 7: 1.55x), rotation 1.14-1.58x
+    # (latest keyframe as anchor, running-mean fusion before: 1.77-2.20x and 1.2-2.2x); static
+    # position 0.93-1.05x, rotation 0.96-1.09x. The optimal causal least-squares estimate for this
+    # window structure (8 frames, 4 new, the oracle's per-window noise varying 1.6-5.5 m of scene
+    # depth along the turn) is ~1.3x in expectation, so 1.5x on every seed is out of reach.
+    bound_pos, bound_rot = (1.75, 2.0) if kind == "rotation" else (1.25, 1.5)
     assert np.sqrt(np.mean(pos_err**2)) <= bound_pos * noise
     assert np.sqrt(np.mean(rot**2)) <= bound_rot * ROT_NOISE_DEG
+    # The issue's bound, ATE after alignment <= 1.5x: with the true positions (nearly) fixed a Sim(3)
+    # fit cannot observe the scale (it shrinks the estimate onto the truth), so the scale is fixed to
+    # the known one and only the rigid part is fitted (SE(3) in metres). Seeds 1-7: rotation
+    # 1.05-1.33x.
+    E_m = E.copy()
+    E_m[:, :3, 3] /= upm
+    rigid = ate(E_m, G, align="se3")["rmse"]
+    print(f"{kind}: ATE after rigid alignment at the known scale {rigid / noise:.2f}x noise")
+    assert rigid <= 1.5 * noise
     assert ate(E, G, align="sim3")["rmse"] <= 1.5 * noise
     if kind == "rotation":  # 45 deg/s turn: the view changes, so keyframes must follow
         assert kf >= 8
     else:  # a static camera must not spawn keyframes beyond the max-gap rule
         assert kf <= 1 + len(frames) // PipelineConfig().max_keyframe_gap + 1
+
+
+def test_anchor_is_oldest_covisible_keyframe() -> None:
+    """Pure rotation: windows anchor on an older keyframe while it still sees the newest view, never on
+    one that no longer does; anchor_min_overlap=1 restores the latest keyframe as anchor."""
+    seq = make_sequence("rotation", 48, height=H, width=W, fps=10)
+    frames = seq.to_frames()
+    ages = {}
+    for overlap in (0.2, 1.0):
+        pipe = StreamingPipeline(PipelineConfig(voxel_size=0.05, anchor_min_overlap=overlap))
+        oracle, keyframes, older = _oracle(seq), [], 0
+        ages[overlap] = []
+        for f in frames:
+            pipe.add_frame(f)
+            job = pipe.next_window()
+            if job is None:
+                continue
+            if not job.is_bootstrap:
+                anchor = job.frame_keys[0]
+                assert anchor in keyframes and not job.new_mask[0]
+                if overlap == 1.0:
+                    assert anchor == keyframes[-1]
+                older += anchor != keyframes[-1]
+                ages[overlap].append(seq.index_of(job.frame_keys[-1]) - seq.index_of(anchor))
+            out = pipe.run_window(job, oracle)
+            assert out.accepted
+            keyframes += [fo.stamp_ns for fo in out.frames if fo.is_keyframe]
+        if overlap < 1.0:
+            assert older >= len(ages[overlap]) // 2
+    # 3 deg per frame, 65 deg field of view: an anchor more than ~60 deg (20 frames) back sees nothing
+    assert max(ages[0.2]) <= 20 and np.mean(ages[0.2]) >= np.mean(ages[1.0]) + 3
 
 
 def test_scale_drift_below_one_percent_per_100_keyframes() -> None:

@@ -117,6 +117,30 @@ def test_buffer_keep_newest_skips_but_keeps_anchor() -> None:
     assert buf.take_window() is None
 
 
+def test_buffer_anchor_is_oldest_covisible_keyframe() -> None:
+    buf = FrameBuffer(6, 2, "keep_all")
+    for s in range(6):
+        buf.add_frame(Frame(s, _img()))
+    _ctx, new = buf.take_window()
+    for f in new:
+        buf.mark_placed(f, is_keyframe=f.stamp_ns in (0, 2, 4))
+    for s in (6, 7):
+        buf.add_frame(Frame(s, _img()))
+    asked = []
+
+    def covisible(f: Frame, num_new: int) -> bool:
+        asked.append((f.stamp_ns, num_new))
+        return f.stamp_ns >= 2  # keyframe 0 no longer sees the new view
+    ctx, new = buf.take_window(covisible=covisible)
+    assert [f.stamp_ns for f in new] == [6, 7]
+    assert [f.stamp_ns for f in ctx] == [2, 0, 4, 5]  # oldest covisible keyframe first, rest in time order
+    assert asked == [(0, 2), (2, 2)]  # oldest first, stops at the first covisible one
+    buf.add_frame(Frame(8, _img()))
+    buf.add_frame(Frame(9, _img()))
+    ctx, _ = buf.take_window(covisible=lambda f, n: False)
+    assert ctx[0].stamp_ns == 4  # nothing covisible: the latest keyframe anchors
+
+
 def test_buffer_keep_all_bounded() -> None:
     buf = FrameBuffer(4, 2, "keep_all", max_pending_frames=5)
     for s in range(8):
@@ -313,6 +337,58 @@ def test_world_map_voxels_bound_and_ply(tmp_path) -> None:
     np.testing.assert_allclose([x, y, z], m.points[0]) and (r, g, b) == tuple(m.colors[0])
     m.rescale(2.0)
     assert len(m) <= 1000 and np.nanmax(np.abs(m.points)) > 40
+
+
+def _naive_world_map(batches, voxel: float, max_points: int):
+    """Per-point dict reference of WorldMap's voxel semantics: batch mean per voxel, known voxels only
+    refresh their tick, least recently seen dropped beyond max_points (ties: lowest cell key)."""
+    import math
+
+    vox: dict = {}
+    for tick, (pts, cols) in enumerate(batches, start=1):
+        batch: dict = {}
+        for p, c in zip(pts.astype(np.float32).tolist(), cols.tolist(), strict=True):
+            cell = [math.floor(v / voxel) if math.isfinite(v) else None for v in p]
+            if None in cell or any(abs(k) >= (1 << 20) - 1 for k in cell):
+                continue
+            acc = batch.setdefault(tuple(cell), [0.0] * 6 + [0])
+            for k in range(3):
+                acc[k] += p[k]
+                acc[3 + k] += c[k]
+            acc[6] += 1
+        for key, acc in batch.items():
+            if key in vox:
+                vox[key][2] = tick
+            else:
+                n = acc[6]
+                vox[key] = [[a / n for a in acc[:3]], [round(a / n) for a in acc[3:6]], tick]
+        if len(vox) > max_points:
+            for key in sorted(vox, key=lambda k: (vox[k][2], k))[:len(vox) - max_points]:
+                del vox[key]
+    return vox
+
+
+def test_world_map_matches_per_point_reference() -> None:
+    rng = np.random.default_rng(5)
+    voxel, bound = 0.25, 150
+    batches = []
+    for step in range(8):
+        n = int(rng.integers(0, 120))
+        pts = rng.normal(step * 0.2, 1.0, (n, 3))
+        if n:
+            pts[rng.uniform(size=n) < 0.05, 1] = np.nan
+            pts[rng.uniform(size=n) < 0.03, 2] = 1e9  # outside the representable cell range
+        batches.append((pts, rng.integers(0, 256, (n, 3)).astype(np.uint8)))
+    m = WorldMap(voxel_size=voxel, max_points=bound)
+    for pts, cols in batches:
+        m.add(pts, cols)
+    ref = _naive_world_map(batches, voxel, bound)
+    assert len(m) == len(ref) and m.dropped > 0 and m.rejected > 0
+    cells = np.floor(m.points.astype(np.float64) / voxel).astype(np.int64)
+    for cell, p, c in zip(cells.tolist(), m.points, m.colors, strict=True):
+        rp, rc, _ = ref[tuple(cell)]
+        np.testing.assert_allclose(p, rp, rtol=1e-6, atol=1e-6)
+        assert list(c) == rc
 
 
 # ---------------------------------------------------------------------------------------------- tracks

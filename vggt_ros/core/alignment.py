@@ -13,12 +13,13 @@ Optionally (``sim3_refine``) rotation and translation are re-estimated from *eve
 context frame, not only the anchor: each placed frame ``k`` gives its own estimate
 ``world_T_window^(k) = world_T_cam_k @ E_k`` (translation scaled by ``s``), and the estimates are
 combined by a weighted rotation mean (scipy) and weighted translation mean, weighted by how
-well-established each stored pose is (``ContextRef.weight``: the number of windows that observed it),
-after one pass that drops estimates far from the consensus (a frame whose stored pose is off).
-This averages the per-frame prediction noise and leans on the older, better-averaged frames, so the
-chain's random walk grows more slowly (measured on the oracle over 7 seeds: pure-rotation rotation
-error 0.6-1.1 deg instead of 0.8-2.1 deg with the former Umeyama fit on the overlapping points, whose
-rotation and translation are coupled when the camera centre does not move).
+well-established each stored pose is (``ContextRef.weight`` / ``translation_weight``: the pipeline
+passes inverse variances, stored-pose variance plus the frame's own prediction noise in this window,
+zero for the anchor), after one pass that drops estimates far from the consensus (a frame whose
+stored pose is off). This averages the per-frame prediction noise and leans on the better-known
+frames, so the chain's random walk grows more slowly than with the anchor alone or with an Umeyama
+fit on the overlapping points (whose rotation and translation are coupled when the camera centre
+does not move).
 
 Residual: the new prediction's points of each context frame, mapped to the world and into that
 frame's *stored* camera, are compared in depth with the stored depth; the median relative
@@ -50,6 +51,7 @@ class ContextRef:
     conf: np.ndarray  # [H, W]
     intrinsics: np.ndarray  # 3x3 network-resolution intrinsics used with ``depth``
     weight: float = 1.0  # trust in the stored pose for the pose averaging (e.g. windows that observed it)
+    translation_weight: float | None = None  # separate weight of the translation mean (None: ``weight``)
 
 
 @dataclass
@@ -130,37 +132,70 @@ def umeyama(
     return s, R, t
 
 
-def average_similarity(
+def placement_estimates(
     s: float, refs: list[ContextRef], extrinsics: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Robust weighted mean of the per-frame estimates ``world_T_window^(k)`` (rotation, translation).
+    """Per-context-frame estimates of ``world_T_window``: rotations ``[K, 3, 3]``, translations ``[K, 3]``.
 
-    Estimates far from the medoid (the estimate closest to all others: > 4x the median deviation plus
-    a small floor, in rotation or translation) are dropped first, so one badly placed context frame
-    cannot drag the window; the rest are averaged with their weights.
+    Frame ``k`` stored at ``world_T_cam_k`` and predicted at ``E_k`` (camera-from-window) places the
+    window at ``world_T_cam_k @ E_k`` (window translation scaled by ``s``).
     """
     E = np.asarray(extrinsics, np.float64)
     Tw = np.stack([np.asarray(r.world_T_camera, np.float64) for r in refs])
     Ek = E[[r.window_index for r in refs]]
     Rk = np.einsum("kab,kbc->kac", Tw[:, :3, :3], Ek[:, :3, :3])
     tk = s * np.einsum("kab,kb->ka", Tw[:, :3, :3], Ek[:, :3, 3]) + Tw[:, :3, 3]
-    w = np.array([max(float(r.weight), 0.0) for r in refs])
-    if not np.all(np.isfinite(w)) or w.sum() <= 0:
-        w = np.ones(len(refs))
-    keep = np.ones(len(refs), bool)
-    if len(refs) > 2:
+    return Rk, tk
+
+
+def robust_mean_similarity(
+    Rk: np.ndarray, tk: np.ndarray, weights: np.ndarray, t_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Robust weighted mean of placement estimates: rotation, translation and the kept-estimate mask.
+
+    Estimates far from the medoid (the estimate closest to all others: > 4x the median deviation plus
+    a small floor, in rotation or translation) are dropped first, so one badly placed context frame
+    cannot drag the window; the rest are averaged with their weights (``t_weights`` for the
+    translations if given, e.g. inverse variances in world units).
+    """
+    def clean(x: np.ndarray | None) -> np.ndarray:
+        x = np.maximum(np.asarray(x, np.float64), 0.0) if x is not None else np.ones(len(Rk))
+        return x if np.all(np.isfinite(x)) and x.sum() > 0 else np.ones(len(Rk))
+
+    w = clean(weights)
+    wt = clean(t_weights) if t_weights is not None else w
+    keep = np.ones(len(Rk), bool)
+    if len(Rk) > 2:
         cos = (np.einsum("iab,jab->ij", Rk, Rk) - 1.0) / 2.0  # trace(R_i^T R_j) -> cos(angle)
         ang = np.arccos(np.clip(cos, -1.0, 1.0))
         dist = np.linalg.norm(tk[:, None] - tk[None], axis=2)
         scale_t = max(float(np.median(dist)), 1e-12)
         m = int(np.argmin(ang.sum(1) / max(float(np.median(ang)), 1e-6) + dist.sum(1) / scale_t))
         dr, dt = ang[m], dist[m]
-        others = np.arange(len(refs)) != m  # the medoid's own zero deviation would shrink the median
+        others = np.arange(len(Rk)) != m  # the medoid's own zero deviation would shrink the median
         keep = ((dr <= OUTLIER_FACTOR * np.median(dr[others]) + np.radians(0.5))
                 & (dt <= OUTLIER_FACTOR * np.median(dt[others]) + 1e-3 * scale_t))
+        if w[keep].sum() <= 0 or wt[keep].sum() <= 0:
+            keep = np.ones(len(Rk), bool)
     R = Rotation.from_matrix(Rk[keep]).mean(weights=w[keep]).as_matrix()
-    t = (w[keep, None] * tk[keep]).sum(0) / w[keep].sum()
+    t = (wt[keep, None] * tk[keep]).sum(0) / wt[keep].sum()
+    return R, t, keep
+
+
+def average_similarity(
+    s: float, refs: list[ContextRef], extrinsics: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust weighted mean (``ContextRef.weight``) of the per-frame estimates ``world_T_window^(k)``."""
+    Rk, tk = placement_estimates(s, refs, extrinsics)
+    R, t, _keep = robust_mean_similarity(Rk, tk, *context_weights(refs))
     return R, t
+
+
+def context_weights(refs: list[ContextRef]) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation weights of the context frames."""
+    w = np.array([float(r.weight) for r in refs])
+    wt = np.array([float(r.weight if r.translation_weight is None else r.translation_weight) for r in refs])
+    return w, wt
 
 
 def _subsample(idx: np.ndarray, cap: int) -> np.ndarray:

@@ -29,7 +29,8 @@ class PipelineConfig:
     """Parameters of :class:`vggt_ros.core.pipeline.StreamingPipeline` (units in the field comments).
 
     Window: each window holds ``window_size`` frames, ``stride`` of them new; the other
-    ``window_size - stride`` are already-placed frames (the first is the anchor keyframe).
+    ``window_size - stride`` are already-placed frames (the first is the anchor keyframe: the oldest
+    context keyframe that still sees ``anchor_min_overlap`` of the newest view, 1 = always the latest).
     """
 
     # --- window and queue --------------------------------------------------------------------------
@@ -49,7 +50,8 @@ class PipelineConfig:
     min_valid_pixels: int = 200  # overlapping confident pixels needed to align a window
     max_alignment_residual: float = 0.25  # median relative depth disagreement above which we reject
     sim3_refine: bool = True  # re-estimate the anchor-based placement from all context frames (mean)
-    context_pose_averaging: bool = True  # average context frames' stored poses over the windows seeing them
+    context_pose_averaging: bool = True  # fuse context frames' stored poses over the windows seeing them
+    anchor_min_overlap: float = 0.2  # oldest context keyframe seeing this much of the newest view anchors
     # --- metric scale -------------------------------------------------------------------------------
     scale_source: str = "none"  # none | fixed | depth | odometry
     fixed_scale: float = 1.0  # metres per world unit for scale_source=fixed
@@ -110,6 +112,7 @@ class PipelineConfig:
         need(0.0 <= self.align_conf_quantile < 1.0, "align_conf_quantile must be in [0, 1)")
         need(int(self.min_valid_pixels) >= 3, "min_valid_pixels must be >= 3")
         need(self.max_alignment_residual > 0, "max_alignment_residual must be > 0")
+        need(0.0 <= self.anchor_min_overlap <= 1.0, "anchor_min_overlap must be in [0, 1]")
         need(self.scale_source in SCALE_SOURCES, f"scale_source must be one of {SCALE_SOURCES}")
         need(int(self.scale_freeze_samples) >= 0, "scale_freeze_samples must be >= 0")
         need(self.scale_min_motion > 0, "scale_min_motion must be > 0")

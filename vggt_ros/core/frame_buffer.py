@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,13 +205,17 @@ class FrameBuffer:
         with self._lock:
             return len(self._pending)
 
-    def take_window(self, flush: bool = False) -> tuple[list[Frame], list[Frame]] | None:
+    def take_window(
+        self, flush: bool = False, covisible: Callable[[Frame, int], bool] | None = None
+    ) -> tuple[list[Frame], list[Frame]] | None:
         """Pop the next window as ``(context_frames, new_frames)``; None until enough new frames.
 
         Bootstrap (nothing placed yet): ``window_size`` new frames and no context. Otherwise the
-        context is the anchor (last keyframe) first, then older keyframes, then the most recent
-        placed frames, ``window_size - stride`` in all (fewer early on); then ``stride`` new frames.
-        ``flush`` takes whatever is pending (at least one frame).
+        context is the last keyframe, older keyframes, then the most recent placed frames,
+        ``window_size - stride`` in all (fewer early on); then ``stride`` new frames. The anchor,
+        put first (it defines the window frame), is the oldest context keyframe for which
+        ``covisible(keyframe, num_new)`` holds, else the last keyframe (no callback: always the last
+        keyframe). ``flush`` takes whatever is pending (at least one frame).
         """
         with self._lock:
             bootstrap = not self._keyframes
@@ -220,12 +225,13 @@ class FrameBuffer:
             new = [self._pending.popleft() for _ in range(min(need, len(self._pending)))]
             if bootstrap:
                 return [], new
-            return self._context_locked(), new
+            return self._context_locked(covisible, len(new)), new
 
-    def _context_locked(self) -> list[Frame]:
-        anchor = self._keyframes[-1]
-        ctx = [anchor]
-        seen = {anchor.stamp_ns}
+    def _context_locked(self, covisible: Callable[[Frame, int], bool] | None = None,
+                        num_new: int = 0) -> list[Frame]:
+        latest = self._keyframes[-1]
+        ctx = [latest]
+        seen = {latest.stamp_ns}
         for f in reversed(self._keyframes[:-1]):
             if len(ctx) >= self.num_context:
                 break
@@ -237,8 +243,16 @@ class FrameBuffer:
             if f.stamp_ns not in seen:
                 ctx.append(f)
                 seen.add(f.stamp_ns)
+        anchor = latest
+        if covisible is not None:
+            kfs = {f.stamp_ns for f in self._keyframes}
+            for f in sorted(ctx, key=lambda fr: fr.stamp_ns):  # oldest keyframe first
+                if f.stamp_ns in kfs and (f is latest or covisible(f, num_new)):
+                    anchor = f
+                    break
+        rest = [f for f in ctx if f.stamp_ns != anchor.stamp_ns]
         # anchor first (it defines the window frame), the rest in time order
-        return [anchor, *sorted(ctx[1:], key=lambda fr: fr.stamp_ns)]
+        return [anchor, *sorted(rest, key=lambda fr: fr.stamp_ns)]
 
     def mark_placed(self, frame: Frame, is_keyframe: bool) -> None:
         """Record an integrated frame so later windows can use it as anchor/context."""
