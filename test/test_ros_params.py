@@ -143,3 +143,15 @@ def test_rate_meter():
         r.add(1, now=100.0 + i * 0.5)
     assert r.rate(now=105.0) == pytest.approx(11 / 5.0)
     assert r.rate(now=200.0) == 0.0
+
+
+def test_make_predictor_passes_the_speed_options(monkeypatch):
+    import vggt_ros.model.engine as engine_mod
+
+    compiled = []
+    monkeypatch.setattr(engine_mod, "compile_blocks", lambda m, backend="inductor": compiled.append(m) or 0)
+    base = {"predictor": "vggt", "model_config": "small", "checkpoint": "", "device": "cpu"}
+    plain = P.make_predictor(base)
+    assert plain.dpt_autocast is False and compiled == []
+    fast = P.make_predictor({**base, "dpt_autocast": True, "compile": "blocks"})
+    assert fast.dpt_autocast is True and compiled == [fast.model]
