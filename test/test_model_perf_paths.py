@@ -266,6 +266,11 @@ def test_preprocess_cache_reuses_frames_and_matches_uncached(model, frames):
     # the cache is bounded (LRU)
     cached.prepare(frames, None, list(range(10, 16)))
     assert len(cached._prep_cache) == 8
+    # after clear_caches (node reset) a reused key is preprocessed again from its new image
+    cached.clear_caches()
+    other = [frames[5], frames[4]]
+    again = cached.prepare(other, None, [10, 11])  # keys that held frames 0 and 1 before
+    np.testing.assert_array_equal(again.images_u8, plain.prepare(other).images_u8)
 
 
 def test_prefetch_fills_the_cache_in_the_background(model, frames):

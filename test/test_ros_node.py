@@ -217,12 +217,29 @@ def test_module_imports_without_building_the_node_class():
     assert callable(node_mod.main)
 
 
+class _EngineLikeOracle(OraclePredictor):
+    """The oracle plus the engine's cache hooks, to check that the node calls them."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.prefetched: list[int] = []
+        self.cache_clears = 0
+
+    def prefetch(self, images: Any, frame_keys: Any) -> None:
+        assert len(images) == len(frame_keys) == 1
+        self.prefetched.extend(int(k) for k in frame_keys)
+
+    def clear_caches(self) -> None:
+        self.cache_clears += 1
+
+
 def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path):
     n_boot = 6
     params = dict(predictor="oracle", checkpoint="", window_size=6, stride=3, scale_source="fixed",
                   fixed_scale=first_window_metres_per_unit(seq, n_boot), publish_confidence=True,
                   publish_depth_rgb=True, num_track_queries=16, map_save_path=str(tmp_path / "m" / "map.ply"))
-    h = Harness(ctx, "/e2e", params, predictor=OraclePredictor(seq, target_size=TARGET))
+    oracle = _EngineLikeOracle(seq, target_size=TARGET)
+    h = Harness(ctx, "/e2e", params, predictor=oracle)
     try:
         h.play(seq, range(len(seq)))
         stamps = [int(s) for s in seq.stamps_ns]
@@ -325,6 +342,9 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path):
             head = f.read(200).decode("ascii", "replace")
         assert head.startswith("ply") and f"element vertex {len(xyz)}" in head
         assert h.node.pipeline.counters()["resets"] == 1 and len(h.node.pipeline.world_map) == 0
+        # every accepted frame was handed to the predictor's prefetch once, and the reset cleared its
+        # caches (the same stamps come again)
+        assert oracle.prefetched == stamps and oracle.cache_clears == 1
         # after the reset the same stamps are a new stream, accepted again
         h.play(seq, range(6))
         wait_for(lambda: len(h.got("depth/image")) == 18, 15.0, "frames after reset")

@@ -308,6 +308,13 @@ class InferenceEngine:
             self.preprocess_stats["misses"] += len(missing)
         return np.stack([found[i][0] for i in range(len(images))]), [found[i][1] for i in range(len(images))]
 
+    def clear_caches(self) -> None:
+        """Forget cached patch tokens and preprocessed frames: call when frame keys (stamps) may be
+        reused for other images, e.g. after a pipeline reset or when a bag is replayed again."""
+        self.patch_cache.clear()
+        with self._prep_lock:
+            self._prep_cache.clear()
+
     def prefetch(self, images: Sequence[np.ndarray], frame_keys: Sequence[Any]) -> Future[None] | None:
         """Preprocess frames in the background (the engine's preprocessing thread), so that a later
         window containing them finds them ready: the camera callback can call this without blocking

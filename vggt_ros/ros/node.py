@@ -787,6 +787,9 @@ def _build_node_class() -> type:
         def _on_reset(self, request: Any, response: Any) -> Any:
             with self._pipeline_lock:
                 self._pipeline.reset()
+            clear_caches = getattr(self._predictor, "clear_caches", None)
+            if clear_caches is not None:  # the same stamps may now come with other images
+                clear_caches()
             with self._lock:
                 self._path_poses.clear()
                 self._last_stamp_ns = None
