@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "test"))
 
-from golden_weights import GOLDEN_DIR, SEED_1B, SEED_SMALL, fill_state_dict, golden_config  # noqa: E402
+from golden_weights import GOLDEN_DIR, SEED_1B, fill_state_dict, golden_config, small_golden_model  # noqa: E402
 
 from vggt_ros.model import VGGT, VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory  # noqa: E402
@@ -123,9 +123,7 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32 = False
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"# gpu_checks: {name}, torch {torch.__version__}", flush=True)
-    small = VGGT(VGGTConfig(**golden_config("small"))).eval()
-    fill_state_dict(small, SEED_SMALL)
-    small = small.to(device)
+    small = small_golden_model().to(device)
     for case in ("small_case_a", "small_case_b"):
         run_case(small, case, device)
     engine_checks(small, device)

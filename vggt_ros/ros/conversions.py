@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import importlib
 import logging
+import math
 import re
 import sys
 import threading
@@ -244,21 +245,28 @@ def depth_msg_to_array(msg: Any, uint16_scale: float = 0.001) -> np.ndarray:
                           uint16_scale)
 
 
+def image_fields(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Fields:
+    """``sensor_msgs/Image`` fields from HxW or HxWxC pixels already in ``encoding``'s little-endian
+    dtype (e.g. uint8 for rgb8, <f4 for 32FC1, <u2 for 16UC1); rows unpadded (step = W * pixel bytes)."""
+    pixels = np.ascontiguousarray(pixels)
+    h, w = pixels.shape[:2]
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": h,
+        "width": w,
+        "encoding": encoding,
+        "is_bigendian": 0,
+        "step": w * pixels.itemsize * math.prod(pixels.shape[2:]),
+        "data": pixels.view(np.uint8).reshape(-1),
+    }
+
+
 def rgb_image_fields(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
     """``sensor_msgs/Image`` fields (rgb8) from HxWx3 uint8."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb image must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
-    h, w = rgb.shape[:2]
-    return {
-        "header": header_fields(stamp_ns, frame_id),
-        "height": h,
-        "width": w,
-        "encoding": "rgb8",
-        "is_bigendian": 0,
-        "step": 3 * w,
-        "data": np.ascontiguousarray(rgb).reshape(-1),
-    }
+    return image_fields(rgb, "rgb8", stamp_ns, frame_id)
 
 
 def float_image_fields(image: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:
@@ -266,16 +274,7 @@ def float_image_fields(image: np.ndarray, stamp_ns: int, frame_id: str) -> Field
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"32FC1 image must be HxW, got shape {image.shape}")
-    h, w = image.shape
-    return {
-        "header": header_fields(stamp_ns, frame_id),
-        "height": h,
-        "width": w,
-        "encoding": "32FC1",
-        "is_bigendian": 0,
-        "step": 4 * w,
-        "data": np.ascontiguousarray(image, dtype="<f4").view(np.uint8).reshape(-1),
-    }
+    return image_fields(np.asarray(image, dtype="<f4"), "32FC1", stamp_ns, frame_id)
 
 
 def depth_image_fields(depth: np.ndarray, stamp_ns: int, frame_id: str) -> Fields:

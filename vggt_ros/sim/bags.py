@@ -22,7 +22,7 @@ from vggt_ros.eval.tum import write_tum
 from vggt_ros.ros.conversions import (
     camera_info_fields,
     depth_image_fields,
-    header_fields,
+    image_fields,
     rgb_image_fields,
     to_rosbags,
     transform_stamped_fields,
@@ -70,16 +70,7 @@ def _depth_fields(depth: np.ndarray, stamp: int, frame_id: str, encoding: str) -
     if encoding.upper() != "16UC1":
         raise ValueError(f"depth encoding must be 32FC1 or 16UC1, got {encoding!r}")
     mm = np.where(np.isfinite(depth), np.rint(depth * 1000.0), 0).clip(0, 65535).astype("<u2")
-    h, w = mm.shape
-    return {
-        "header": header_fields(stamp, frame_id),
-        "height": h,
-        "width": w,
-        "encoding": "16UC1",
-        "is_bigendian": 0,
-        "step": 2 * w,
-        "data": mm.view(np.uint8).reshape(-1),
-    }
+    return image_fields(mm, "16UC1", stamp, frame_id)
 
 
 def write_sequence_bag(
