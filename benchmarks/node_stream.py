@@ -6,8 +6,11 @@
         --window 16 --stride 8 --rates 30 60 --frames 480 --predictors vggt-baseline vggt   # GPU, 1B
 
 A producer thread feeds a synthetic sequence (vggt_ros.sim) into ``StreamingPipeline.add_frame`` at
-a fixed input rate, like the camera callback; a worker thread loops ``next_window`` /
-``run_window`` like the node's worker. Predictors:
+a fixed input rate, like the camera callback; a worker thread loops ``next_window`` / predict /
+``place`` like the node's worker, and the outputs (``emit``: per-frame depth, clouds, map update, then
+the message fields the node publishes: depth Image + CameraInfo, PointCloud2, Odometry) are built
+either on the worker after each window (mode ``serial``) or on a second thread while the worker
+predicts the next window (mode ``overlap``, the node's ``overlap_outputs``, its default). Predictors:
 
 * ``oracle``: ground truth + noise (costs only the pipeline itself);
 * ``vggt-baseline``: VGGT eager fp32, all heads, no cache. ``--model small`` (default): the golden
@@ -16,7 +19,14 @@ a fixed input rate, like the camera callback; a worker thread loops ``next_windo
 * ``vggt``: the same network with the streaming options (patch cache, no point head, and on CUDA
   bf16 autocast, the official dtype policy);
 * ``vggt-fast``: plus ``dpt_autocast`` and regional ``torch.compile`` (``compile="blocks"``), which
-  compiles the shared network in place: list it last.
+  compiles the shared network in place: list it last;
+* ``device-sim``: stands in for inference on an accelerator when none is lent. The oracle's
+  predictions of every window are computed before the timed run (an untimed pass over the same
+  stream; with ``--skip-policy keep_all`` the windows are the same in both passes), and ``predict``
+  returns the stored prediction after sleeping ``--device-ms`` (the GIL is released, no CPU is used,
+  as while a GPU computes). It shows what the CPU side (placement, outputs, map, message fields)
+  allows at a given device inference time. Windows missing from the store are predicted by the
+  oracle and counted ("misses").
 
 Synthetic weights make VGGT's predictions meaningless, so windows may be rejected by the alignment:
 "processed" counts new frames whose window finished (accepted or not), "published" those output.
@@ -31,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import queue
 import statistics
 import sys
 import threading
@@ -49,6 +60,7 @@ from vggt_ros.model.config import VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine  # noqa: E402
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, fill_state_dict  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
+from vggt_ros.ros import conversions as conv  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 
 GOLDEN_CONFIGS = Path(__file__).resolve().parents[1] / "test" / "data" / "golden" / "configs.json"
@@ -73,10 +85,12 @@ def _model(kind: str, device: str) -> VGGT:
     return _MODELS[(kind, device)]
 
 
-def make_predictor(name: str, seq, target: int, window: int, model_kind: str = "small", device: str = "cpu"):
-    if name == "oracle":
-        return OraclePredictor(seq, target_size=target, pose_noise_rot_deg=0.3, pose_noise_trans=0.005,
-                               depth_noise=0.01, seed=1)
+def make_predictor(name: str, seq, target: int, window: int, model_kind: str = "small", device: str = "cpu",
+                   cfg: PipelineConfig | None = None, device_ms: float = 0.0):
+    if name in ("oracle", "device-sim"):
+        oracle = OraclePredictor(seq, target_size=target, pose_noise_rot_deg=0.3, pose_noise_trans=0.005,
+                                 depth_noise=0.01, seed=1)
+        return oracle if name == "oracle" else DeviceSimPredictor(oracle, cfg, seq.to_frames(), device_ms)
     model = _model(model_kind, device)
     if name == "vggt-baseline":
         return InferenceEngine(model, device=device, dtype="float32", target_size=target, patch_cache_size=0,
@@ -89,7 +103,46 @@ def make_predictor(name: str, seq, target: int, window: int, model_kind: str = "
                            world_points=False)
 
 
-def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, float]:
+class DeviceSimPredictor:
+    """Stored oracle predictions, returned after a sleep standing in for accelerator time."""
+
+    def __init__(self, oracle: OraclePredictor, cfg: PipelineConfig, frames, device_ms: float) -> None:
+        self.oracle, self.sleep_s, self.misses = oracle, device_ms / 1e3, 0
+        self.store: dict[tuple[int, ...], object] = {}
+        pipe = StreamingPipeline(cfg)  # untimed pass: the same windows as the timed run (keep_all)
+        for k, f in enumerate(frames):
+            pipe.add_frame(f)
+            job = pipe.next_window() or (pipe.flush() if k == len(frames) - 1 else None)
+            while job is not None:
+                pred = oracle.predict(job.images, job.query_points, job.frame_keys)
+                pred.world_points = pred.world_points_conf = None  # the node's engine skips the point head
+                self.store[tuple(job.frame_keys)] = pred
+                pipe.process(job, pred)
+                job = pipe.next_window() or (pipe.flush() if k == len(frames) - 1 else None)
+
+    def predict(self, images, query_points=None, frame_keys=None):
+        pred = self.store.get(tuple(frame_keys))
+        if pred is None:
+            self.misses += 1
+            return self.oracle.predict(images, query_points, frame_keys)
+        time.sleep(self.sleep_s)
+        return pred
+
+
+def publish_fields(out) -> int:
+    """Build the message fields the node publishes for a window (no rclpy): its CPU cost."""
+    n = 0
+    for fo in out.frames:
+        hd, wd = fo.depth.shape
+        conv.depth_image_fields(fo.depth, fo.stamp_ns, fo.frame_id)
+        conv.camera_info_fields(fo.depth_intrinsics, hd, wd, fo.stamp_ns, fo.frame_id)
+        conv.pointcloud2_fields(fo.points, fo.colors, fo.stamp_ns, fo.frame_id)
+        conv.odometry_fields(fo.world_T_camera, fo.stamp_ns, "map", fo.frame_id)
+        n += 1
+    return n
+
+
+def run_stream(predictor, seq, rate: float, cfg: PipelineConfig, overlap: bool = False) -> dict[str, float]:
     frames = seq.to_frames()
     pipe = StreamingPipeline(cfg)
     arrival: dict[int, float] = {}
@@ -97,8 +150,11 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
     published = 0
     infer: list[float] = []
     window_lat: list[float] = []
+    place_s: list[float] = []
+    emit_s: list[float] = []
     producer_done = threading.Event()
     wake = threading.Event()
+    placed_q: queue.Queue = queue.Queue(maxsize=2)  # the node's OUTPUT_QUEUE_SIZE
 
     def producer() -> None:
         t0 = time.perf_counter()
@@ -113,11 +169,16 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
         producer_done.set()
         wake.set()
 
-    def handle(job) -> None:
+    def finish(placed) -> None:
         nonlocal published
-        out = pipe.run_window(job, predictor)
+        job = placed.job
+        t0 = time.perf_counter()
+        out = pipe.emit(placed)
+        publish_fields(out)
         now = time.perf_counter()
-        infer.append(out.timings.get("predict", float("nan")))
+        if out.accepted:
+            place_s.append(out.timings["place"])
+            emit_s.append(now - t0)
         newest = max((arrival[int(f.stamp_ns)] for f, new in zip(job.frames, job.new_mask) if new),
                      default=None)
         if newest is not None:
@@ -126,6 +187,23 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
             if new:
                 done[int(f.stamp_ns)] = now
         published += len(out.frames)
+
+    def handle(job) -> None:
+        t0 = time.perf_counter()
+        pred = predictor.predict(job.images, job.query_points, job.frame_keys)
+        infer.append(time.perf_counter() - t0)
+        placed = pipe.place(job, pred)
+        if overlap:
+            placed_q.put(placed)  # blocks when two windows wait: the node's back-pressure
+        else:
+            finish(placed)
+
+    def emitter() -> None:
+        while True:
+            placed = placed_q.get()
+            if placed is None:
+                return
+            finish(placed)
 
     def worker() -> None:
         while True:
@@ -136,6 +214,7 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
             if producer_done.is_set():
                 job = pipe.next_window() or pipe.flush()
                 if job is None:
+                    placed_q.put(None)
                     return
                 handle(job)
                 continue
@@ -144,6 +223,8 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
 
     t_start = time.perf_counter()
     threads = [threading.Thread(target=producer), threading.Thread(target=worker)]
+    if overlap:
+        threads.append(threading.Thread(target=emitter))
     for t in threads:
         t.start()
     for t in threads:
@@ -165,13 +246,28 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig) -> dict[str, fl
         "max": float(lat.max()) if lat.size else float("nan"),
         "win_p50": float(np.percentile(window_lat, 50)) * 1e3 if window_lat else float("nan"),
         "win_p90": float(np.percentile(window_lat, 90)) * 1e3 if window_lat else float("nan"),
+        "place_ms": statistics.median(place_s) * 1e3 if place_s else float("nan"),
+        "emit_ms": statistics.median(emit_s) * 1e3 if emit_s else float("nan"),
     }
+
+
+def print_row(name: str, r: dict[str, float]) -> None:
+    print(f"{name:24s} in {r['input_hz']:6.2f} Hz  processed {r['processed_hz']:6.2f} Hz  "
+          f"published {r['published_hz']:6.2f} Hz  skipped {r['skipped']:3d}  "
+          f"windows {r['windows']:3d} (rejected {r['rejected']})  infer {r['infer_ms']:7.1f} ms  "
+          "latency p50/p90/p99/max "
+          f"{r['p50']:.0f}/{r['p90']:.0f}/{r['p99']:.0f}/{r['max']:.0f} ms  window latency p50/p90 "
+          f"{r['win_p50']:.0f}/{r['win_p90']:.0f} ms  place {r['place_ms']:.1f} ms  outputs+fields "
+          f"{r['emit_ms']:.1f} ms", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predictors", nargs="+", default=["oracle", "vggt-baseline", "vggt"],
-                    choices=["oracle", "vggt-baseline", "vggt", "vggt-fast"])
+                    choices=["oracle", "device-sim", "vggt-baseline", "vggt", "vggt-fast"])
+    ap.add_argument("--device-ms", type=float, default=183.0,
+                    help="device-sim: simulated accelerator time per window, ms (default: the H200's "
+                         "compiled 1B S=16 inference)")
     ap.add_argument("--rates", type=float, nargs="+", default=[5.0, 15.0], help="input rates, Hz")
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--window", type=int, default=8)
@@ -183,6 +279,8 @@ def main() -> None:
     ap.add_argument("--model", choices=["small", "default"], default="small",
                     help="VGGT config of the vggt predictors: small (golden test config) or default (1B)")
     ap.add_argument("--device", default="cpu", help="device of the vggt predictors (cpu, cuda)")
+    ap.add_argument("--modes", nargs="+", default=["serial", "overlap"], choices=["serial", "overlap"],
+                    help="outputs on the worker (serial) or an output thread (overlap, node default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,29 +299,31 @@ def main() -> None:
         for _ in seq:  # render (and cache) every image before timing
             pass
         for name in args.predictors:
-            pred = make_predictor(name, seq, args.target, args.window, args.model, args.device)
-            if name != "oracle":  # warm-up window: CUDA context, kernels, allocator
+            pred = make_predictor(name, seq, args.target, args.window, args.model, args.device, cfg,
+                                  args.device_ms)
+            if name not in ("oracle", "device-sim"):  # warm-up window: CUDA context, kernels, allocator
                 warm = seq.to_frames()[:args.window + 2 * args.stride]
                 for k in range(3):  # windows like the stream's (cache misses, then hits): compiled code
                     chunk = warm[k * args.stride:k * args.stride + args.window]  # sees its shapes
                     keys = [-1 - k * args.stride - i for i in range(len(chunk))]  # overlap -> cache hits
                     pred.predict([f.image for f in chunk], None, keys)
-            r = run_stream(pred, seq, rate, cfg)
-            rows.append((name, rate, r))
-            print(f"{name:14s} in {r['input_hz']:6.2f} Hz  processed {r['processed_hz']:6.2f} Hz  "
-                  f"published {r['published_hz']:6.2f} Hz  skipped {r['skipped']:3d}  "
-                  f"windows {r['windows']:3d} (rejected {r['rejected']})  infer {r['infer_ms']:7.1f} ms  "
-                  "latency p50/p90/p99/max "
-                  f"{r['p50']:.0f}/{r['p90']:.0f}/{r['p99']:.0f}/{r['max']:.0f} ms  window latency p50/p90 "
-                  f"{r['win_p50']:.0f}/{r['win_p90']:.0f} ms", flush=True)
+            for mode in args.modes:
+                r = run_stream(pred, seq, rate, cfg, overlap=mode == "overlap")
+                rows.append((f"{name} ({mode})", rate, r))
+                print_row(f"{name} ({mode})", r)
+                if name == "device-sim":
+                    print(f"#   device-sim: {args.device_ms:.0f} ms per window, windows not in the store "
+                          f"(predicted by the oracle instead): {pred.misses}", flush=True)
+                    pred.misses = 0
     print()
     print("| predictor | input Hz | processed Hz | published Hz | out/in | skipped | windows (rejected) "
-          "| inference ms/window | latency p50 / p90 / p99 / max ms | window latency p50 / p90 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+          "| inference ms/window | place ms | outputs + fields ms | latency p50 / p90 / p99 / max ms "
+          "| window latency p50 / p90 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for name, _rate, r in rows:
         print(f"| {name} | {r['input_hz']:.2f} | {r['processed_hz']:.2f} | {r['published_hz']:.2f} | "
               f"{r['processed_hz'] / r['input_hz']:.2f} | {r['skipped']} | {r['windows']} "
-              f"({r['rejected']}) | {r['infer_ms']:.1f} | "
+              f"({r['rejected']}) | {r['infer_ms']:.1f} | {r['place_ms']:.1f} | {r['emit_ms']:.1f} | "
               f"{r['p50']:.0f} / {r['p90']:.0f} / {r['p99']:.0f} / {r['max']:.0f} | "
               f"{r['win_p50']:.0f} / {r['win_p90']:.0f} |")
 

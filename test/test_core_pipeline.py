@@ -365,3 +365,91 @@ def test_point_head_cloud_matches_depth_cloud_and_falls_back_when_missing():
     assert pipe.counters()["point_head_missing"] >= 4
     with pytest.raises(ValueError, match="points_source"):
         PipelineConfig(points_source="lidar")
+
+
+def _stream_windows(pipe: StreamingPipeline, frames: Sequence[Frame], predictor, deferred: bool
+                    ) -> list[WindowOutput]:
+    """Serial (``process``) or pipelined: window k is emitted only after window k+1 was taken,
+    predicted and placed, as the node's output thread does while the next window is predicted."""
+    outs, held = [], None
+    for f in frames:
+        pipe.add_frame(f)
+        job = pipe.next_window()
+        if job is None:
+            continue
+        pred = predictor.predict(job.images, job.query_points, job.frame_keys)
+        if not deferred:
+            outs.append(pipe.process(job, pred))
+            continue
+        placed = pipe.place(job, pred)
+        if held is not None:
+            outs.append(pipe.emit(held))
+        held = placed
+    if held is not None:
+        outs.append(pipe.emit(held))
+    return outs
+
+
+def test_pipelined_place_then_emit_equals_serial_process() -> None:
+    """Emitting a window after the next one was placed gives exactly the serial outputs and map,
+    including the map rescale when the metric scale (depth source) changes between windows."""
+    seq = make_sequence("forward", 40, height=H, width=W, fps=10)
+    frames = seq.to_frames(with_depth=True)
+    results = {}
+    for deferred in (False, True):
+        pipe = StreamingPipeline(PipelineConfig(scale_source="depth", voxel_size=0.05, scale_freeze_samples=50,
+                                                num_track_queries=16))
+        outs = _stream_windows(pipe, frames, _oracle(seq), deferred)
+        results[deferred] = (outs, pipe)
+    (serial, p_serial), (piped, p_piped) = results[False], results[True]
+    assert len(serial) == len(piped) >= 8 and all(o.accepted for o in serial + piped)
+    scales = {o.scale for o in serial}
+    assert len(scales) > 3  # the metric factor moved while windows were in flight
+    for a, b in zip(serial, piped):
+        assert [f.stamp_ns for f in a.frames] == [f.stamp_ns for f in b.frames]
+        assert a.scale == b.scale
+        for fa, fb in zip(a.frames, b.frames):
+            np.testing.assert_array_equal(fa.world_T_camera, fb.world_T_camera)
+            np.testing.assert_array_equal(fa.depth, fb.depth)
+            np.testing.assert_array_equal(fa.points, fb.points)
+            assert fa.metric == fb.metric
+        np.testing.assert_array_equal(a.tracks.positions, b.tracks.positions)
+        assert {"place", "alignment", "keyframes", "emit", "outputs", "map"} <= set(b.timings)
+    assert len(p_serial.world_map) > 1000
+    np.testing.assert_array_equal(p_serial.world_map.points, p_piped.world_map.points)
+    np.testing.assert_array_equal(p_serial.world_map.colors, p_piped.world_map.colors)
+    assert p_serial.counters()["frames_out"] == p_piped.counters()["frames_out"] == len(frames)
+
+
+def test_reset_between_place_and_emit_drops_the_stale_window() -> None:
+    """A window placed (or only taken) before a reset is rejected with reason 'reset' and never
+    reaches the new world's map or poses."""
+    seq = make_sequence("forward", 24, height=H, width=W, fps=10)
+    frames = seq.to_frames()
+    oracle = _oracle(seq)
+    pipe = StreamingPipeline(PipelineConfig(voxel_size=0.05))
+    for f in frames[:8]:
+        pipe.add_frame(f)
+    job = pipe.next_window()
+    placed = pipe.place(job, oracle.predict(job.images, None, job.frame_keys))
+    assert placed.accepted
+    pipe.reset()
+    out = pipe.emit(placed)
+    assert not out.accepted and out.rejection_reason == "reset" and not out.frames
+    assert len(pipe.world_map) == 0
+    # taken before the reset, placed after it: rejected too (its context would belong to the old world)
+    for f in frames[8:16]:
+        pipe.add_frame(f)
+    job = pipe.next_window()
+    pipe.reset()
+    placed = pipe.place(job, oracle.predict(job.images, None, job.frame_keys))
+    assert not placed.accepted and placed.rejected.rejection_reason == "reset"
+    assert pipe.counters()["windows_rejected_reset"] == 2 and pipe.counters()["windows"] == 1
+    # the new world starts cleanly at the next frames
+    for f in frames[16:24]:
+        pipe.add_frame(f)
+    job = pipe.next_window()
+    assert job.is_bootstrap
+    out = pipe.emit(pipe.place(job, oracle.predict(job.images, None, job.frame_keys)))
+    assert out.accepted and [f.stamp_ns for f in out.frames] == [f.stamp_ns for f in frames[16:24]]
+    assert len(pipe.world_map) > 0

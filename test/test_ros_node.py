@@ -233,14 +233,17 @@ class _EngineLikeOracle(OraclePredictor):
         self.cache_clears += 1
 
 
-def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path):
+@pytest.mark.parametrize("overlap", [True, False], ids=["output_thread", "serial"])
+def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overlap):
     n_boot = 6
     params = dict(predictor="oracle", checkpoint="", window_size=6, stride=3, scale_source="fixed",
                   fixed_scale=first_window_metres_per_unit(seq, n_boot), publish_confidence=True,
-                  publish_depth_rgb=True, num_track_queries=16, map_save_path=str(tmp_path / "m" / "map.ply"))
+                  publish_depth_rgb=True, num_track_queries=16, map_save_path=str(tmp_path / "m" / "map.ply"),
+                  overlap_outputs=overlap)
     oracle = _EngineLikeOracle(seq, target_size=TARGET)
-    h = Harness(ctx, "/e2e", params, predictor=oracle)
+    h = Harness(ctx, f"/e2e_{int(overlap)}", params, predictor=oracle)
     try:
+        assert (h.node._emitter is not None) == overlap  # the output thread runs only when asked for
         h.play(seq, range(len(seq)))
         stamps = [int(s) for s in seq.stamps_ns]
         wait_for(lambda: len(h.got("depth/image")) == 12 and len(h.got("points")) == 12

@@ -8,6 +8,11 @@ Usage (the node's worker thread and the bag replay do exactly this)::
     if job is not None:
         out = pipe.run_window(job, predictor)   # or: out = pipe.process(job, predictor.predict(...))
     ...
+    # pipelined (the node): place on the worker, emit on an output thread while the next
+    # window is predicted; both in the order the windows were taken
+    placed = pipe.place(job, prediction)  # worker: poses, keyframes -> next_window() can go on
+    out = pipe.emit(placed)               # output thread: depth, clouds, map
+    ...
     job = pipe.flush()                    # end of stream: the remaining frames, if any
 
 Windows must be processed in the order they were taken (one worker). The first window (bootstrap)
@@ -74,6 +79,7 @@ class WindowJob:
     frames: list[Frame]
     new_mask: list[bool]
     query_points: np.ndarray | None = None
+    epoch: int = 0  # the pipeline's reset count when the window was taken (stale after a reset)
 
     @property
     def images(self) -> list[np.ndarray]:
@@ -90,6 +96,36 @@ class WindowJob:
 
 
 @dataclass
+class PlacedWindow:
+    """A window integrated into the pose chain whose outputs are not built yet.
+
+    Why a separate step: the next window's context (keyframes, placed frames and their poses)
+    depends only on placement; the per-frame outputs and the map never feed back into it. A node
+    can therefore predict window k+1 while window k's outputs are built and published
+    (:meth:`StreamingPipeline.emit` on another thread).
+    """
+
+    job: WindowJob
+    epoch: int
+    rejected: WindowOutput | None = None  # set when the window was rejected (nothing to emit)
+    prediction: Prediction | None = None
+    poses: np.ndarray | None = None  # [S, 4, 4] internal world_T_camera, world units
+    depth_world: dict[int, np.ndarray] | None = None  # new frames' [H, W] depth, world units
+    masks: dict[int, np.ndarray] | None = None  # output masks of new frames (the rest built by emit)
+    keyflags: dict[int, bool] | None = None
+    window_scale: float = float("nan")
+    metric: float = 1.0  # metres per world unit at placement (the outputs use it)
+    is_metric: bool = False
+    residual: float = float("nan")
+    tracks: TrackOutput | None = None
+    timings: dict[str, float] | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.rejected is None
+
+
+@dataclass
 class _PlacedState:
     world_T_camera: np.ndarray  # internal optical world, world units
     depth: np.ndarray  # [H, W] world units, network resolution
@@ -102,9 +138,9 @@ class _PlacedState:
     scene_depth: float = float("nan")  # median confident depth, world units (scale of its window's noise)
 
 
-def _median_depth(depth: np.ndarray) -> float:
-    """Median of the finite positive depths (coarse subsample; NaN if none)."""
-    d = depth[..., ::4, ::4]
+def _median_depth(depth: np.ndarray, step: int = 4) -> float:
+    """Median of the finite positive depths (subsampled by ``step`` per axis; NaN if none)."""
+    d = depth[..., ::step, ::step]
     d = d[np.isfinite(d) & (d > 0)]
     return float(np.median(d)) if d.size else float("nan")
 
@@ -208,7 +244,9 @@ class StreamingPipeline:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # placement state (buffer, keyframes, poses, scale, tracks)
+        self._map_lock = threading.Lock()  # the map and the output step (lock order: _lock first)
+        self._epoch = 0  # reset count: windows taken before a reset are never integrated after it
         self._counters = Counters()
         self._rl = RateLimitedLogger(logger, config.log_interval_s)
         self._buffer = FrameBuffer(
@@ -258,7 +296,8 @@ class StreamingPipeline:
                     frames[0].image, self.config.num_track_queries, self.config.track_query_mode, carried,
                     min_dist=max(2.0 * self.config.track_match_px, 2.0),
                 )
-            job = WindowJob(self._next_index, frames, [False] * len(context) + [True] * len(new), queries)
+            job = WindowJob(self._next_index, frames, [False] * len(context) + [True] * len(new), queries,
+                            self._epoch)
             self._next_index += 1
             return job
 
@@ -320,11 +359,45 @@ class StreamingPipeline:
         return out
 
     def process(self, job: WindowJob, prediction: Prediction) -> WindowOutput:
-        """Align the window, select keyframes, update scale and map, build the outputs."""
+        """Align the window, select keyframes, update scale and map, build the outputs
+        (:meth:`place` then :meth:`emit`)."""
         with self._lock:
             t0 = time.perf_counter()
-            out = self._process_locked(job, prediction)
+            out = self.emit(self.place(job, prediction))
             out.timings["process"] = time.perf_counter() - t0
+            return out
+
+    def place(self, job: WindowJob, prediction: Prediction) -> PlacedWindow:
+        """Integrate the window's poses: alignment, context fusion, keyframes, scale, tracks.
+
+        After this returns, :meth:`next_window` can build the following window (its context is
+        known). Windows must be placed in the order they were taken, and emitted in that order.
+        """
+        with self._lock:
+            t0 = time.perf_counter()
+            if job.epoch != self._epoch:
+                placed = PlacedWindow(job, job.epoch, self._reject(job, "reset"))
+            else:
+                placed = self._place_locked(job, prediction)
+            if placed.timings is not None:
+                placed.timings["place"] = time.perf_counter() - t0
+            return placed
+
+    def emit(self, placed: PlacedWindow) -> WindowOutput:
+        """Build the per-frame outputs of a placed window and insert them into the map.
+
+        Thread-safe against :meth:`place` (a separate lock), so it can run while the next window is
+        predicted and placed. A window placed before a :meth:`reset` is dropped (counted as rejected
+        for reason ``reset``), never written into the new world's map.
+        """
+        with self._map_lock:
+            if placed.rejected is not None:
+                return placed.rejected
+            if placed.epoch != self._epoch:
+                return self._reject(placed.job, "reset")
+            t0 = time.perf_counter()
+            out = self._emit_locked(placed)
+            out.timings["emit"] = time.perf_counter() - t0
             self._counters.set("map_points", len(self._map))
             self._counters.set("map_points_dropped", self._map.dropped)
             return out
@@ -347,16 +420,16 @@ class StreamingPipeline:
             return "non_finite_prediction"
         return ""
 
-    def _process_locked(self, job: WindowJob, pred: Prediction) -> WindowOutput:
+    def _place_locked(self, job: WindowJob, pred: Prediction) -> PlacedWindow:
         cfg = self.config
         timings: dict[str, float] = {}
         reason = self._check_prediction(job, pred)
         if reason:
-            return self._reject(job, reason)
+            return PlacedWindow(job, job.epoch, self._reject(job, reason))
         t = time.perf_counter()
         if job.is_bootstrap:
             if self._states:
-                return self._reject(job, "stale_bootstrap")
+                return PlacedWindow(job, job.epoch, self._reject(job, "stale_bootstrap"))
             align: Alignment = bootstrap_alignment(pred)
         else:
             refs = []
@@ -370,35 +443,36 @@ class StreamingPipeline:
                         1.0 / max(st.variance + own, MIN_VARIANCE),
                         1.0 / max(st.t_variance + own * noise_t, MIN_VARIANCE * noise_t)))
             if not refs or refs[0].window_index != 0:
-                return self._reject(job, "anchor_lost")
+                return PlacedWindow(job, job.epoch, self._reject(job, "anchor_lost"))
             align = align_window(
                 pred, refs[0], refs[1:], cfg.align_conf_quantile, cfg.min_valid_pixels,
                 cfg.max_alignment_residual, cfg.sim3_refine,
             )
         timings["alignment"] = time.perf_counter() - t
         if not align.accepted:
-            return self._reject(job, align.reason, align.residual)
+            return PlacedWindow(job, job.epoch, self._reject(job, align.reason, align.residual))
         self._counters.add("windows")
 
         poses = align.camera_poses(pred.extrinsics)
-        depth_world = pred.depth.astype(np.float32) * np.float32(align.scale)
+        new_idx = [i for i, m in enumerate(job.new_mask) if m]
+        # world-unit depth of the new frames only (context frames keep their stored depth)
+        depth_world = {i: pred.depth[i].astype(np.float32) * np.float32(align.scale) for i in new_idx}
         if job.is_bootstrap:
             new_var = 1.0
-            noise_t = _median_depth(depth_world) ** 2
+            noise_t = _median_depth(np.stack([depth_world[i][::4, ::4] for i in new_idx]), step=1) ** 2
             new_tvar = noise_t
         else:
             new_var = 1.0 / sum(r.weight for r in refs) + 1.0
             new_tvar = 1.0 / sum(r.translation_weight for r in refs) + noise_t
         if not job.is_bootstrap and cfg.context_pose_averaging:
             self._fuse_context_poses(job, refs, align.scale, pred.extrinsics, noise_t)
-        new_idx = [i for i, m in enumerate(job.new_mask) if m]
-        masks = {i: valid_conf_mask(pred.depth_conf[i], cfg.conf_percentile, cfg.conf_min)
-                 & np.isfinite(depth_world[i]) & (depth_world[i] > 0) for i in new_idx}
+        # output masks: built here only where placement needs them (keyframe depth, depth scale
+        # samples), the rest in emit, off the worker
+        masks: dict[int, np.ndarray] = {}
 
         # ---- keyframes, placement and scale samples -------------------------------------------
         t = time.perf_counter()
         keyflags: dict[int, bool] = {}
-        old_metric = self._scale.scale
         for n, i in enumerate(new_idx):
             f = job.frames[i]
             if job.is_bootstrap and n == 0:
@@ -407,7 +481,7 @@ class StreamingPipeline:
                 is_kf = self._selector.decide(f.image, poses[i]).is_keyframe
             keyflags[i] = is_kf
             if is_kf:
-                d = depth_world[i][masks[i]]
+                d = depth_world[i][self._output_mask(pred, depth_world, masks, i)]
                 med = float(np.median(d)) if d.size else float("nan")
                 self._selector.set_keyframe(f.image, poses[i], med)
                 self._counters.add("keyframes")
@@ -416,7 +490,8 @@ class StreamingPipeline:
             else:
                 self._selector.advance()
             if f.metric_depth is not None and self._scale.source == "depth":
-                self._depth_scale_sample(f.metric_depth, depth_world[i], masks[i], pred.preprocess[i])
+                self._depth_scale_sample(f.metric_depth, depth_world[i],
+                                         self._output_mask(pred, depth_world, masks, i), pred.preprocess[i])
             self._states[int(f.stamp_ns)] = _PlacedState(
                 poses[i], depth_world[i], pred.depth_conf[i].astype(np.float32),
                 np.asarray(pred.intrinsics[i], np.float64), is_kf,
@@ -427,15 +502,28 @@ class StreamingPipeline:
             self._buffer.mark_placed(f, is_kf)
             self._last_placed = [*self._last_placed[-1:], int(f.stamp_ns)]
         timings["keyframes"] = time.perf_counter() - t
-        metric = self._scale.scale
-        if metric != old_metric and len(self._map):
+        tracks = self._track_output(job, pred)
+        keep = self._buffer.retained_stamps()
+        for s in [s for s in self._states if s not in keep]:
+            del self._states[s]
+        return PlacedWindow(
+            job, job.epoch, None, pred, poses, depth_world, masks, keyflags, float(align.scale),
+            float(self._scale.scale), bool(self._scale.is_metric), float(align.residual), tracks, timings)
+
+    def _emit_locked(self, placed: PlacedWindow) -> WindowOutput:
+        cfg = self.config
+        job, pred, timings = placed.job, placed.prediction, dict(placed.timings or {})
+        metric = placed.metric
+        if metric != self._map_scale and len(self._map):
             self._map.rescale(metric / self._map_scale, center=self._world_T_optical[:3, 3])
         self._map_scale = metric
+        new_idx = [i for i, m in enumerate(job.new_mask) if m]
 
-        # ---- outputs and map ------------------------------------------------------------------
         t = time.perf_counter()
-        frames_out = [self._frame_output(job.frames[i], pred, i, poses[i], depth_world[i], masks[i],
-                                         keyflags[i], float(align.scale)) for i in new_idx]
+        masks, depth_world = placed.masks, placed.depth_world
+        frames_out = [self._frame_output(job.frames[i], pred, i, placed.poses[i], depth_world[i],
+                                         self._output_mask(pred, depth_world, masks, i), placed.keyflags[i],
+                                         placed.window_scale, metric, placed.is_metric) for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()
         for fo in frames_out:
@@ -443,14 +531,21 @@ class StreamingPipeline:
                 T = fo.world_T_camera
                 self._map.add(fo.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3], fo.colors)
         timings["map"] = time.perf_counter() - t
-
-        tracks = self._track_output(job, pred)
-        keep = self._buffer.retained_stamps()
-        for s in [s for s in self._states if s not in keep]:
-            del self._states[s]
         self._counters.add("frames_out", len(frames_out))
-        return WindowOutput(job.window_index, True, frames_out, tracks, scale=float(align.scale * metric),
-                            residual=float(align.residual), timings=timings)
+        return WindowOutput(job.window_index, True, frames_out, placed.tracks,
+                            scale=float(placed.window_scale * metric), residual=placed.residual,
+                            timings=timings)
+
+    def _output_mask(self, pred: Prediction, depth_world: dict[int, np.ndarray], masks: dict[int, np.ndarray],
+                     i: int) -> np.ndarray:
+        """Confident, finite, positive pixels of window frame ``i`` (computed once, kept in ``masks``)."""
+        m = masks.get(i)
+        if m is None:
+            cfg = self.config
+            d = depth_world[i]
+            m = masks[i] = (valid_conf_mask(pred.depth_conf[i], cfg.conf_percentile, cfg.conf_min)
+                            & np.isfinite(d) & (d > 0))
+        return m
 
     def _window_noise_t(self, job: WindowJob) -> float:
         """Per-frame position noise variance of this window, world units^2: (scene depth)^2.
@@ -524,7 +619,8 @@ class StreamingPipeline:
         return max(1, round(h0 * cfg.depth_scale_factor)), max(1, round(w0 * cfg.depth_scale_factor))
 
     def _frame_output(self, frame: Frame, pred: Prediction, i: int, pose: np.ndarray, depth_world: np.ndarray,
-                      mask: np.ndarray, is_kf: bool, window_scale: float) -> FrameOutput:
+                      mask: np.ndarray, is_kf: bool, window_scale: float, m: float,
+                      is_metric: bool) -> FrameOutput:
         cfg = self.config
         info = pred.preprocess[i]
         image_hw = (int(frame.image.shape[0]), int(frame.image.shape[1]))
@@ -534,7 +630,6 @@ class StreamingPipeline:
             K = info.intrinsics_to_original(np.asarray(pred.intrinsics[i], np.float64))
         out_hw = self._depth_hw(image_hw)
         rows, cols, row_ok, col_ok = network_index_maps(info, out_hw)
-        m = self._scale.scale
         net_depth = np.where(mask, depth_world * np.float32(m), np.float32(np.nan))
         depth = net_depth[rows[:, None], cols[None, :]]
         inside = row_ok[:, None] & col_ok[None, :]
@@ -559,7 +654,7 @@ class StreamingPipeline:
             stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,
             world_T_camera=to_output_pose(pose, m, self._world_T_optical),
             intrinsics=K, image_hw=image_hw, depth=depth, depth_conf=conf, depth_intrinsics=K_depth,
-            rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=self._scale.is_metric,
+            rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=is_metric,
         )
 
     def _point_head_points(self, pred: Prediction, i: int, rows: np.ndarray, cols: np.ndarray,
@@ -622,8 +717,12 @@ class StreamingPipeline:
         return self._scale.scale
 
     def reset(self) -> None:
-        """Start over: new world at the next frame; counters are kept (they are monotonic)."""
-        with self._lock:
+        """Start over: new world at the next frame; counters are kept (they are monotonic).
+
+        Windows taken or placed before the reset are rejected (reason ``reset``) when they come back
+        to :meth:`place` or :meth:`emit`."""
+        with self._lock, self._map_lock:
+            self._epoch += 1
             self._buffer.reset()
             self._selector.reset()
             self._scale.reset()

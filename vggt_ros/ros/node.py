@@ -7,10 +7,13 @@ TF, services and timers to it. ROS is imported lazily (``VggtNode`` is built on 
 
 Threads: subscription callbacks only decode the message and call ``pipeline.add_frame`` (cheap,
 thread-safe; the core applies the queue policy ``skip_policy``). One worker thread takes windows
-(``next_window``), runs the predictor and integrates the result (``process``), then publishes. Timers
-publish the map and diagnostics. Node-side shared state (path, intrinsics, statistics) sits behind
-``self._lock``; the map is read under ``self._pipeline_lock``, which the worker holds only while
-integrating, never during inference.
+(``next_window``), runs the predictor and places the result (``place``: poses, keyframes, scale).
+With ``overlap_outputs`` (default) an output thread then builds the frames' outputs, updates the map
+(``emit``) and publishes while the worker already predicts the next window; the queue between them
+holds at most ``OUTPUT_QUEUE_SIZE`` placed windows, beyond that the worker waits (nothing dropped).
+Without it the worker does all of it serially. Timers publish the map and diagnostics. Node-side
+shared state (path, intrinsics, statistics) sits behind ``self._lock``; the map is read under
+``self._pipeline_lock``, which the output step holds only while emitting, never during inference.
 
 Every per-frame output carries the stamp of the source image; the map carries the stamp of the newest
 integrated image.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import resource
 import sys
 import threading
@@ -45,6 +49,7 @@ from vggt_ros.ros.params import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
+OUTPUT_QUEUE_SIZE = 2  # placed windows waiting for the output thread before the worker waits
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,6 +290,7 @@ def _build_node_class() -> type:
                 overrides.append(Parameter(name, value=value))
             super().__init__(node_name, parameter_overrides=overrides, **node_kwargs)
             self._worker: threading.Thread | None = None
+            self._emitter: threading.Thread | None = None
             try:
                 self._setup(predictor, tf_broadcaster_factory, tf_buffer_factory, tracks_msg_type,
                             tracks_publisher_factory)
@@ -307,6 +313,7 @@ def _build_node_class() -> type:
             self._pipeline_lock = threading.Lock()  # integration vs map reads / reset
             self._stop = threading.Event()
             self._wake = threading.Event()
+            self._placed: queue.Queue[tuple[Any, float]] = queue.Queue(maxsize=OUTPUT_QUEUE_SIZE)
             self._stats: dict[str, int] = {}
             self._warned: dict[str, tuple[float | None, int]] = {}
             self._latencies: deque[float] = deque(maxlen=50)
@@ -526,17 +533,23 @@ def _build_node_class() -> type:
 
         # ------------------------------------------------------------------ worker
         def start_worker(self) -> None:
-            """Start the inference thread (idempotent)."""
+            """Start the inference thread and, with ``overlap_outputs``, the output thread (idempotent)."""
             if self._worker is None or not self._worker.is_alive():
                 self._stop.clear()
+                if self.params["overlap_outputs"] and (self._emitter is None or not self._emitter.is_alive()):
+                    self._emitter = threading.Thread(target=self._emit_loop, name="vggt_outputs", daemon=True)
+                    self._emitter.start()
                 self._worker = threading.Thread(target=self._worker_loop, name="vggt_inference", daemon=True)
                 self._worker.start()
 
         def stop_worker(self, timeout: float = 10.0) -> None:
+            """Stop the worker, then let the output thread publish what was already placed."""
             self._stop.set()
             self._wake.set()
             if self._worker is not None:
                 self._worker.join(timeout)
+            if self._emitter is not None:
+                self._emitter.join(timeout)
 
         def destroy_node(self) -> None:  # noqa: D102 - stop the worker before ROS tears down
             self.stop_worker()
@@ -583,12 +596,45 @@ def _build_node_class() -> type:
                         f"out of memory with a {n}-frame window: windows now hold at most "
                         f"{self._max_window_frames} frames ({exc})")
             t1 = time.perf_counter()
+            placed = self._pipeline.place(job, prediction)  # the next window's context is now known
+            if placed.timings is not None:
+                placed.timings["predict"] = t1 - t0
+            if self._emitter is None:
+                self._emit(placed, t0)
+                return
+            while True:  # back-pressure: wait for the output thread, never drop a placed window
+                try:
+                    self._placed.put((placed, t0), timeout=0.1)
+                    return
+                except queue.Full:
+                    if self._emitter is None or not self._emitter.is_alive():
+                        self._count("worker_errors")
+                        self.get_logger().error("output thread is not running: window emitted on the worker")
+                        self._emit(placed, t0)
+                        return
+
+        def _emit_loop(self) -> None:
+            """Output thread: emit and publish placed windows in order; drains the queue on stop."""
+            while True:
+                try:
+                    placed, t0 = self._placed.get(timeout=0.05)
+                except queue.Empty:
+                    if self._stop.is_set() and (self._worker is None or not self._worker.is_alive()):
+                        return
+                    continue
+                try:
+                    self._emit(placed, t0)
+                except Exception as exc:  # never let the output thread die silently
+                    self._count("worker_errors")
+                    self.get_logger().error(f"window {placed.job.window_index} outputs failed: {exc!r}",
+                                            throttle_duration_sec=1.0)
+
+        def _emit(self, placed: Any, t0: float) -> None:
             with self._pipeline_lock:
-                output = self._pipeline.process(job, prediction)
+                output = self._pipeline.emit(placed)
             latency = time.perf_counter() - t0
             with self._lock:
                 self._latencies.append(latency)
-            output.timings["predict"] = t1 - t0
             self._publish_window(output)
 
         # ------------------------------------------------------------------ outputs

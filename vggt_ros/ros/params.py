@@ -143,6 +143,10 @@ _NODE_PARAMS: list[ParamSpec] = [
        "num_track_queries > 0)", "publish"),
     _p("publish_diagnostics", True, bool, "Publish diagnostic_msgs/DiagnosticArray on /diagnostics",
        "publish"),
+    _p("overlap_outputs", True, bool, "Build the per-frame outputs, update the map and publish on a "
+       "second thread while the worker predicts the next window (placement stays on the worker, in "
+       "order; at most 2 placed windows wait, then the worker waits: nothing is dropped). false: the "
+       "worker does everything serially", "publish"),
     _p("map_publish_period_s", 2.0, float, "Period of the map cloud publication, s", "publish",
        low=0.0, low_open=True, high=3600.0),
     _p("diagnostics_period_s", 1.0, float, "Period of the diagnostics publication, s", "publish",
