@@ -1,5 +1,6 @@
 """Performance paths must not change results: patch-token cache, head selection, embedding memo,
 frame chunking, async/prefetch, torch.compile wrapper, SDPA kernel choice, and the OOM shrink guard.
+Compiled blocks: DINOv2 batch buckets (padding) and the warm-up leave no compilation to the stream.
 
 Small golden config with the golden weight rule, CPU fp32, tiny images (fast)."""
 
@@ -12,13 +13,18 @@ from golden_weights import golden_config, small_golden_model
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vggt_ros.model.config import VGGTConfig
-from vggt_ros.model.engine import InferenceEngine
+from vggt_ros.model.engine import (
+    InferenceEngine,
+    batch_buckets,
+    bucket_for,
+    compiled_graph_count,
+)
 from vggt_ros.model.heads.embeddings import (
     add_dpt_position_embedding,
     dpt_position_embedding,
     scaled_dpt_position_embedding,
 )
-from vggt_ros.model.patch_cache import PatchTokenCache, cache_key, embed_with_cache
+from vggt_ros.model.patch_cache import PatchTokenCache, cache_key, embed_padded, embed_with_cache
 from vggt_ros.model.vggt import VGGT
 
 TARGET = 70  # 120x160 camera -> 70x56 network input
@@ -358,3 +364,134 @@ def test_aggregator_attention_runs_on_the_flash_kernel(model, frames):
             out, _ = model.aggregator(x, keep_layers={model.config.depth - 1})
     for k in ref:
         torch.testing.assert_close(out[k], ref[k], atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ compiled shapes: buckets + warm-up
+def test_batch_buckets():
+    assert batch_buckets(16, 8) == (2, 4, 8, 16)
+    assert batch_buckets(16, 6) == (2, 4, 6, 8, 16)  # the usual uncached count runs unpadded
+    assert batch_buckets(6, 3) == (2, 3, 4, 6)
+    assert batch_buckets(2, 1) == (2,)
+    assert [bucket_for(n, (2, 4, 8, 16)) for n in (1, 2, 3, 5, 8, 9, 16)] == [2, 2, 4, 8, 8, 16, 16]
+    assert [bucket_for(n, ()) for n in (1, 2, 3, 5, 17)] == [2, 2, 4, 8, 32]  # before any warm-up
+    assert bucket_for(17, (2, 4, 8, 16)) == 32
+    for bad in [(4, 5), (4, 0), (0, 1)]:
+        with pytest.raises(ValueError, match="stride"):
+            batch_buckets(*bad)
+
+
+def test_padded_dino_batches_equal_the_unpadded_tokens(model, frames):
+    cache = PatchTokenCache(16)
+    calls: list[int] = []
+    orig = model.aggregator.embed_patches
+
+    def counting(images):
+        calls.append(images.shape[1])
+        return orig(images)
+
+    bucket = lambda n: bucket_for(n, (2, 4, 8))  # noqa: E731
+    with torch.inference_mode():
+        x = _tensor(frames)
+        ref = model.aggregator.embed_patches(x)
+        model.aggregator.embed_patches = counting
+        try:
+            padded = embed_padded(model.aggregator, x[:, :3], 4)
+            first = embed_with_cache(model.aggregator, x[:, :5], [0, 1, 2, 3, 4], cache, bucket)  # 5 -> 8
+            second = embed_with_cache(model.aggregator, x, [0, 1, 2, 3, 4, 5], cache, bucket)  # 1 -> 2
+        finally:
+            del model.aggregator.embed_patches
+        with pytest.raises(ValueError, match="smaller"):
+            embed_padded(model.aggregator, x, 2)
+    assert calls == [4, 8, 2]
+    assert padded.shape == (1, 3, *ref.shape[2:]) and second.shape == ref.shape
+    torch.testing.assert_close(padded, ref[:, :3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first, ref[:, :5], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(second, ref, atol=1e-5, rtol=1e-5)
+    assert len(cache) == 6  # the padding rows are not cached
+    assert cache.discard([0, 1, "absent"]) == 2 and len(cache) == 4
+    assert cache_key(2, x, model.aggregator) in cache and cache_key(0, x, model.aggregator) not in cache
+
+
+def _stream(engine: InferenceEngine, frames: list[np.ndarray], window: int, uncached: list[int]):
+    """Bootstrap window, then windows of ``window`` frames with the given numbers of new frames."""
+    keys = list(range(window))
+    out = []
+    nxt = window
+    for n in [0, *uncached]:
+        keys = keys[n:] + list(range(nxt, nxt + n))
+        nxt += n
+        out.append((keys, engine.predict([frames[k % len(frames)] for k in keys],
+                                         frame_keys=[100 + k for k in keys])))
+    return out
+
+
+@pytest.mark.parametrize("buckets", [True, False])
+def test_warmup_leaves_no_compilation_to_the_stream(frames, buckets):
+    # Dynamo's "eager" backend: real graph capture and guards (what decides recompilation) without
+    # inductor's C++ build. Without buckets the same stream compiles again: the test can fail.
+    torch._dynamo.reset()
+    engine = InferenceEngine(small_golden_model(), device="cpu", target_size=TARGET, compile="blocks",
+                             compile_backend="eager", shape_buckets=buckets, world_points=False,
+                             patch_cache_size=32)
+    report = engine.warmup(window_size=6, stride=3, image_hw=(120, 160))
+    assert report["compiled"] and not report["skipped"] and report["graphs_compiled"] > 0
+    assert report["window_sizes"] == [6] and [st["frames"] for st in report["steps"]] == [6, 6, 6]
+    assert len(engine.patch_cache) == 0  # the synthetic frames are gone
+    assert engine.warmup(6, 3, (120, 160))["skipped"]  # same arguments: nothing runs again
+    misses, before = engine.patch_cache.misses, compiled_graph_count()
+    uncached = [1, 2, 3, 2, 1, 3]
+    got = _stream(engine, frames, 6, uncached)
+    assert engine.patch_cache.misses - misses == 6 + sum(uncached)  # the counts really varied
+    new_graphs = compiled_graph_count() - before
+    if buckets:
+        assert report["dino_buckets"] == [2, 3, 4, 6]
+        assert new_graphs == 0
+        # padded (and compiled) windows equal the plain eager engine's
+        plain = InferenceEngine(small_golden_model(), device="cpu", target_size=TARGET, world_points=False,
+                                patch_cache_size=32)
+        for (keys, a), (_, b) in zip(got, _stream(plain, frames, 6, uncached)):
+            for name in ("extrinsics", "intrinsics", "depth", "depth_conf"):
+                np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5,
+                                           err_msg=f"{name} {keys}")
+    else:
+        assert report["dino_buckets"] == []
+        assert new_graphs >= 1  # one uncached frame: a DINOv2 batch size never seen
+
+
+def test_warmup_extra_sizes_no_cache_and_eager_on_recompile(frames, caplog):
+    torch._dynamo.reset()
+    engine = InferenceEngine(small_golden_model(), device="cpu", target_size=TARGET, compile="blocks",
+                             compile_backend="eager", world_points=False, patch_cache_size=0)
+    report = engine.warmup(6, 3, (120, 160), extra_window_sizes=[5], eager_on_recompile=True)
+    # no patch cache: every window embeds all its frames; 5 frames run as a DINOv2 batch of 6
+    assert [(st["frames"], st["dino_batch"]) for st in report["steps"]] == [(6, 6), (5, 6)]
+    plain = InferenceEngine(small_golden_model(), device="cpu", target_size=TARGET, world_points=False,
+                            patch_cache_size=0)
+    before = compiled_graph_count()
+    with caplog.at_level("WARNING", logger="vggt_ros.model.engine"):
+        for n in (5, 6, 4):  # 4 frames were not warmed up: eager instead of a compile stall
+            a, b = engine.predict(frames[:n]), plain.predict(frames[:n])
+            np.testing.assert_allclose(a.depth, b.depth, atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(a.extrinsics, b.extrinsics, atol=1e-5, rtol=1e-5)
+    assert compiled_graph_count() == before
+    assert [r.message for r in caplog.records if "not warmed up" in r.message] == [
+        "window of 4 frames at 70x56 was not warmed up: it runs eagerly; "
+        "warm sizes [(5, 56, 70), (6, 56, 70)]"]
+    with pytest.raises(ValueError, match="image_hw"):
+        InferenceEngine(small_golden_model(), device="cpu", compile="blocks",
+                        compile_backend="eager").warmup(6, 3)
+
+
+def test_eager_engine_warmup_is_a_noop_and_never_pads(model, frames):
+    engine = InferenceEngine(model, device="cpu", target_size=TARGET, patch_cache_size=16)
+    before = compiled_graph_count()
+    report = engine.warmup(6, 3, (120, 160))
+    assert report["compiled"] is False and report["steps"] == [] and compiled_graph_count() == before
+    calls: list[int] = []
+    orig = model.aggregator.embed_patches
+    model.aggregator.embed_patches = lambda images: calls.append(images.shape[1]) or orig(images)
+    try:
+        _stream(engine, frames, 5, [1, 3])
+    finally:
+        del model.aggregator.embed_patches
+    assert calls == [5, 1, 3]  # exact batches: no padding cost without compiled blocks

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -76,6 +76,16 @@ class PatchTokenCache:
                 self._entries.popitem(last=False)
                 self.evictions += 1
 
+    def discard(self, frame_keys: Iterable[Hashable]) -> int:
+        """Remove every entry of these frame keys (any size, dtype or model; the first element of a
+        :func:`cache_key`), e.g. the synthetic frames of a warm-up; returns how many entries."""
+        drop = set(frame_keys)
+        with self._lock:
+            gone = [k for k in self._entries if (k[0] if isinstance(k, tuple) and k else k) in drop]
+            for k in gone:
+                del self._entries[k]
+        return len(gone)
+
     def clear(self) -> None:
         """Drop all entries (e.g. after loading new weights); counters are kept."""
         with self._lock:
@@ -94,17 +104,36 @@ def cache_key(frame_key: Hashable, images: torch.Tensor, aggregator: Any) -> tup
             id(aggregator))
 
 
+def embed_padded(aggregator: Any, images: torch.Tensor, batch: int) -> torch.Tensor:
+    """Patch tokens ``[1, n, h*w, E]`` of ``images [1, n, 3, H, W]``, run as a batch of ``batch >= n``.
+
+    Why: compiled (static-shape) DINOv2 blocks compile once per batch size. Rounding the batch up to
+    a few fixed sizes keeps the set of compiled shapes small; the extra rows are copies of the last
+    frame and their tokens are dropped. DINOv2 is purely per frame, so the kept rows equal the
+    unpadded result up to float summation order (BLAS blocking may depend on the batch).
+    """
+    n = images.shape[1]
+    if batch < n:
+        raise ValueError(f"padded batch {batch} is smaller than the {n} frames to embed")
+    if batch == n:
+        return aggregator.embed_patches(images)
+    padded = torch.cat([images, images[:, -1:].expand(-1, batch - n, -1, -1, -1)], dim=1)
+    return aggregator.embed_patches(padded)[:, :n]
+
+
 def embed_with_cache(
     aggregator: Any,
     images: torch.Tensor,
     frame_keys: Sequence[Hashable],
     cache: PatchTokenCache,
+    batch_bucket: Callable[[int], int] | None = None,
 ) -> torch.Tensor:
     """Patch tokens ``[1, S, h*w, E]`` of ``images [1, S, 3, H, W]``, embedding only uncached frames.
 
     The missing frames run through ``aggregator.embed_patches`` in one batch; the result equals
     ``aggregator.embed_patches(images)`` up to float summation order. ``frame_keys`` must identify
     the pixels (same key = same image), e.g. the frame stamps of one camera stream.
+    ``batch_bucket`` (n missing frames -> batch size >= n) pads that batch, see :func:`embed_padded`.
     """
     if images.ndim != 5 or images.shape[0] != 1:
         raise ValueError(f"embed_with_cache needs images [1, S, 3, H, W], got {tuple(images.shape)}")
@@ -117,11 +146,12 @@ def embed_with_cache(
     found: list[torch.Tensor | None] = [cache.get(k) for k in keys]
     missing = [i for i, t in enumerate(found) if t is None]
     if missing:
+        batch = len(missing) if batch_bucket is None else int(batch_bucket(len(missing)))
         if len(missing) == num_frames:
-            fresh = aggregator.embed_patches(images)[0]
+            fresh = embed_padded(aggregator, images, batch)[0]
         else:
             index = torch.tensor(missing, device=images.device)
-            fresh = aggregator.embed_patches(images.index_select(1, index))[0]
+            fresh = embed_padded(aggregator, images.index_select(1, index), batch)[0]
         for j, i in enumerate(missing):
             found[i] = fresh[j]
             # a copy per frame, so that one cached frame does not keep its whole batch alive
