@@ -301,6 +301,10 @@ def main() -> None:
         for name in args.predictors:
             pred = make_predictor(name, seq, args.target, args.window, args.model, args.device, cfg,
                                   args.device_ms)
+            if name == "vggt-fast":  # compile every window shape of the stream first, as the node does
+                report = pred.warmup(args.window, args.stride, image_hw=(ch, cw), eager_on_recompile=True)
+                print(f"#   warm-up: {report['graphs_compiled']} graphs in {report['seconds']:.1f} s",
+                      flush=True)
             if name not in ("oracle", "device-sim"):  # warm-up window: CUDA context, kernels, allocator
                 warm = seq.to_frames()[:args.window + 2 * args.stride]
                 for k in range(3):  # windows like the stream's (cache misses, then hits): compiled code

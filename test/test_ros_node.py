@@ -224,6 +224,8 @@ class _EngineLikeOracle(OraclePredictor):
         super().__init__(*a, **kw)
         self.prefetched: list[int] = []
         self.cache_clears = 0
+        self.warmups: list[tuple[Any, ...]] = []
+        self.fail_warmup = False
 
     def prefetch(self, images: Any, frame_keys: Any) -> None:
         assert len(images) == len(frame_keys) == 1
@@ -231,6 +233,14 @@ class _EngineLikeOracle(OraclePredictor):
 
     def clear_caches(self) -> None:
         self.cache_clears += 1
+
+    def warmup(self, window_size: int, stride: int, image_hw: Any = None, eager_on_recompile: bool = False
+               ) -> dict[str, Any]:
+        self.warmups.append((window_size, stride, image_hw, eager_on_recompile))
+        if self.fail_warmup:
+            raise RuntimeError("CUDA out of memory (simulated, warm-up)")
+        return {"compiled": True, "graphs_compiled": 3, "seconds": 0.0, "window_sizes": [window_size],
+                "dino_buckets": [2, stride]}
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["output_thread", "serial"])
@@ -241,6 +251,7 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
                   publish_depth_rgb=True, num_track_queries=16, map_save_path=str(tmp_path / "m" / "map.ply"),
                   overlap_outputs=overlap)
     oracle = _EngineLikeOracle(seq, target_size=TARGET)
+    oracle.fail_warmup = not overlap  # a failing warm-up is counted and the stream runs anyway
     h = Harness(ctx, f"/e2e_{int(overlap)}", params, predictor=oracle)
     try:
         assert (h.node._emitter is not None) == overlap  # the output thread runs only when asked for
@@ -348,6 +359,9 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
         # every accepted frame was handed to the predictor's prefetch once, and the reset cleared its
         # caches (the same stamps come again)
         assert oracle.prefetched == stamps and oracle.cache_clears == 1
+        # warm-up: once, before the first window, at the camera size, shapes not warmed run eagerly
+        assert oracle.warmups == [(6, 3, (H, W), True)]
+        assert h.node.stats().get("warmup_failures", 0) == (0 if overlap else 1)
         # after the reset the same stamps are a new stream, accepted again
         h.play(seq, range(6))
         wait_for(lambda: len(h.got("depth/image")) == 18, 15.0, "frames after reset")

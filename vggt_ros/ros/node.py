@@ -325,6 +325,7 @@ def _build_node_class() -> type:
             self._last_stamp_ns: int | None = None
             self._map_dirty = False
             self._max_window_frames = p["window_size"]
+            self._warmed_up = False
             self._device = "n/a (oracle)" if p["predictor"] == "oracle" else resolve_device(p["device"])
 
             config = pipeline_config_from_params(p)
@@ -567,12 +568,36 @@ def _build_node_class() -> type:
                     self._wake.wait(0.05)
                     self._wake.clear()
                     continue
+                if not self._warmed_up:
+                    self._warm_up(job)
                 try:
                     self._run_job(job)
                 except Exception as exc:
                     self._count("worker_errors")
                     self.get_logger().error(f"window {getattr(job, 'window_index', '?')} failed: {exc!r}",
                                             throttle_duration_sec=1.0)
+
+        def _warm_up(self, job: Any) -> None:
+            """Once, before the first window: let a compiled engine compile every window shape of the
+            stream now (``InferenceEngine.warmup``), so that no later window stalls on compilation.
+            Shapes it did not cover (flush, out-of-memory trimming) then run eagerly instead."""
+            self._warmed_up = True
+            warmup = getattr(self._predictor, "warmup", None)
+            if warmup is None:  # e.g. the oracle
+                return
+            p = self.params
+            try:
+                report = warmup(p["window_size"], p["stride"], image_hw=tuple(job.images[0].shape[:2]),
+                                eager_on_recompile=True)
+            except Exception as exc:  # out of memory included: the stream still runs, compiling on use
+                self._count("warmup_failures")
+                self.get_logger().error(f"model warm-up failed ({exc!r}); windows compile when they occur")
+                return
+            if report.get("compiled"):
+                self.get_logger().info(
+                    f"model warm-up: {report['graphs_compiled']} graphs compiled in "
+                    f"{report['seconds']:.1f} s (window sizes {report['window_sizes']}, DINOv2 batches "
+                    f"{report['dino_buckets']})")
 
         def _run_job(self, job: Any) -> None:
             t0 = time.perf_counter()
