@@ -52,6 +52,9 @@ class ContextRef:
     intrinsics: np.ndarray  # 3x3 network-resolution intrinsics used with ``depth``
     weight: float = 1.0  # trust in the stored pose for the pose averaging (e.g. windows that observed it)
     translation_weight: float | None = None  # separate weight of the translation mean (None: ``weight``)
+    # stored pixels usable for alignment: confident(conf, quantile) & finite positive depth. Callers
+    # that align the same stored frame in several windows pass it once computed (None: computed here)
+    usable: np.ndarray | None = None
 
 
 @dataclass
@@ -83,14 +86,53 @@ def poses_from_similarity(s: float, R: np.ndarray, t: np.ndarray, extrinsics: np
     return out
 
 
-def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """Median of ``values`` where each counts with ``weights`` (>= 0)."""
+def _weighted_median_sorted(values: np.ndarray, weights: np.ndarray) -> float:
+    """Reference: the smallest value whose cumulative weight (ascending values) reaches half."""
     order = np.argsort(values)
     v = values[order]
     c = np.cumsum(weights[order])
     if c[-1] <= 0:
         return float(np.median(values))
     return float(v[np.searchsorted(c, 0.5 * c[-1])])
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of ``values`` where each counts with ``weights`` (>= 0).
+
+    The smallest value whose cumulative weight, values ascending, reaches half the total. Why not a
+    plain sort: a window aligns on ~160k depth ratios, and the full argsort was a fifth of the
+    placement time. A weighted median of a strided subsample brackets the answer, the bracket is
+    verified on all values, and only the values inside it are sorted (a failed check falls back to
+    the full sort). Same result as the full sort up to the summation order of the weights.
+    """
+    values = np.asarray(values)
+    weights = np.asarray(weights, np.float64)
+    n = len(values)
+    if n < 4096 or not np.isfinite(values).all():
+        return _weighted_median_sorted(values, weights)
+    total = float(weights.sum())
+    if not total > 0:
+        return float(np.median(values))
+    half = 0.5 * total
+    step = max(1, n // 4096)
+    sv, sw = values[::step], weights[::step]
+    so = np.argsort(sv)
+    sc = np.cumsum(sw[so])
+    if not sc[-1] > 0:
+        return _weighted_median_sorted(values, weights)
+    k_lo, k_hi = np.searchsorted(sc, sc[-1] * np.array([0.45, 0.55]))
+    lo, hi = sv[so[max(k_lo - 1, 0)]], sv[so[min(k_hi + 1, len(so) - 1)]]
+    below = values < lo
+    inside = ~below & (values <= hi)
+    w_below = float(weights[below].sum())
+    w_inside = weights[inside]
+    if not (w_below < half <= w_below + float(w_inside.sum())):  # the answer is not in [lo, hi]
+        return _weighted_median_sorted(values, weights)
+    v_in = values[inside]
+    order = np.argsort(v_in)
+    c = w_below + np.cumsum(w_inside[order])
+    k = min(int(np.searchsorted(c, half)), len(c) - 1)
+    return float(v_in[order[k]])
 
 
 def confident(conf: np.ndarray, quantile: float) -> np.ndarray:
@@ -102,6 +144,13 @@ def confident(conf: np.ndarray, quantile: float) -> np.ndarray:
     sample = sample[np.isfinite(sample)]
     thr = np.quantile(sample if sample.size else conf[finite], quantile)
     return finite & (conf >= thr)
+
+
+def stored_usable(ref: ContextRef, conf_quantile: float) -> np.ndarray:
+    """Pixels of a stored frame that can align a window: confident at ``conf_quantile``, with a
+    finite positive stored depth (what :attr:`ContextRef.usable` caches)."""
+    with np.errstate(invalid="ignore"):
+        return confident(ref.conf, conf_quantile) & np.isfinite(ref.depth) & (ref.depth > 0)
 
 
 def pixel_rays(K: np.ndarray, hw: tuple[int, int], idx: np.ndarray) -> np.ndarray:
@@ -234,8 +283,8 @@ def align_window(
             continue
         d_new = pred.depth[ref.window_index]
         c_new = pred.depth_conf[ref.window_index]
-        m = confident(ref.conf, conf_quantile) & confident(c_new, conf_quantile)
-        m &= np.isfinite(ref.depth) & (ref.depth > 0) & np.isfinite(d_new) & (d_new > 0)
+        m = stored_usable(ref, conf_quantile) if ref.usable is None else ref.usable.copy()
+        m &= confident(c_new, conf_quantile) & np.isfinite(d_new) & (d_new > 0)
         idx = np.flatnonzero(m)
         if len(idx) == 0:
             continue

@@ -55,6 +55,7 @@ from vggt_ros.core.alignment import (
     context_weights,
     placement_estimates,
     robust_mean_similarity,
+    stored_usable,
 )
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frame_buffer import Counters, FrameBuffer, RateLimitedLogger
@@ -136,6 +137,7 @@ class _PlacedState:
     variance: float = 1.0  # rotation uncertainty, in units of one window's per-frame prediction noise
     t_variance: float = 1.0  # position uncertainty, world units^2 (per-frame noise ~ the scene depth)
     scene_depth: float = float("nan")  # median confident depth, world units (scale of its window's noise)
+    usable: np.ndarray | None = None  # pixels usable for alignment (alignment.stored_usable), computed once
 
 
 def _median_depth(depth: np.ndarray, step: int = 4) -> float:
@@ -438,10 +440,14 @@ class StreamingPipeline:
                 st = self._states.get(int(f.stamp_ns))
                 if not is_new and st is not None:
                     own = 0.0 if i == 0 else 1.0  # the window frame itself carries no prediction noise
-                    refs.append(ContextRef(
+                    ref = ContextRef(
                         i, st.world_T_camera, st.depth, st.conf, st.K_net,
                         1.0 / max(st.variance + own, MIN_VARIANCE),
-                        1.0 / max(st.t_variance + own * noise_t, MIN_VARIANCE * noise_t)))
+                        1.0 / max(st.t_variance + own * noise_t, MIN_VARIANCE * noise_t))
+                    if st.usable is None:  # stored depth and confidence never change: once per frame
+                        st.usable = stored_usable(ref, cfg.align_conf_quantile)
+                    ref.usable = st.usable
+                    refs.append(ref)
             if not refs or refs[0].window_index != 0:
                 return PlacedWindow(job, job.epoch, self._reject(job, "anchor_lost"))
             align = align_window(
