@@ -23,12 +23,14 @@ network input (time per frame).
 Baselines. Naive: per-point Python (``struct.pack`` per point; dict per voxel), checked to give the
 same result. Memcpy of the same number of bytes, two ways: ``np.copy`` (fresh allocation, like the
 functions under test, whose outputs are new arrays owned by the message) and ``np.copyto`` into a
-preallocated buffer; the ratio uses the FASTER of the two (the stricter baseline). Best-of-N wall times
-(min), one numpy thread and ``cv2.setNumThreads(1)``. The speckle scene (10 % invalid pixels at random)
-is the worst case for the boolean compress; the production rows use a spatially smooth confidence
-field (VGGT confidence is smooth) cut at its 25th percentile, as the pipeline does. A memcpy of a
-buffer that fits the CPU cache (518x392: 2.9 MB) is unrealistically fast, so the 1280x720 ratios are
-the meaningful ones.
+preallocated buffer; the ratio uses the FASTER of the two (the stricter baseline). Both baselines are
+single-threaded. Best-of-N wall times (min), one numpy thread and ``cv2.setNumThreads(1)``; the
+back-projection rows are given for 1 thread and for its default ``conv.CLOUD_THREADS`` (its own row
+bands on a small thread pool), every other row runs on one thread. The speckle scene (10 % invalid
+pixels at random) is the worst case for the boolean compress; the production rows use a spatially
+smooth confidence field (VGGT confidence is smooth) cut at its 25th percentile, as the pipeline does.
+A memcpy of a buffer that fits the CPU cache (518x392: 2.9 MB) is unrealistically fast, so the
+1280x720 ratios are the meaningful ones.
 """
 
 from __future__ import annotations
@@ -197,15 +199,24 @@ def main(argv: list[str] | None = None) -> int:
         nbytes = data.nbytes
         label = f"{fields['width']} pts, {nbytes / 1e6:.1f} MB"
 
-        t_fused = best_ms(lambda depth=depth, K=K, rgb=rgb: conv.depth_to_pointcloud2_fields(
-            depth, K, rgb, 0, "cam"), R)
         t_naive = best_ms(lambda depth=depth, K=K, rgb=rgb: naive_cloud(depth, K, rgb), args.naive_repeat)
-        row(f"depth->PointCloud2 fused ({label})", size, t_fused, "naive per-point", t_naive, "10x")
-        mem_rows("  same", size, t_fused, nbytes, "3x")
         org = conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True)
-        t_org = best_ms(lambda depth=depth, K=K, rgb=rgb: conv.depth_to_pointcloud2_fields(
-            depth, K, rgb, 0, "cam", organized=True), R)
-        mem_rows(f"  organised {h}x{w}, NaN invalid", size, t_org, org["data"].nbytes, "3x")
+        for threads in (1, None):  # None: the default, conv.CLOUD_THREADS (small images: 1)
+            for organized in (False, True):
+                got = conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized,
+                                                       threads=threads)
+                assert np.array_equal(got["data"], org["data"] if organized else data), "threads differ"
+            used = conv._bands(h, w, conv._cloud_threads(threads))[0]
+            tag = f"{'default, ' if threads is None else ''}{used} thread{'s' if used > 1 else ''}"
+            t_fused = best_ms(lambda depth=depth, K=K, rgb=rgb, threads=threads:
+                              conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", threads=threads), R)
+            row(f"depth->PointCloud2 fused, {tag} ({label})", size, t_fused, "naive per-point", t_naive,
+                "10x")
+            mem_rows("  same", size, t_fused, nbytes, "3x")
+            t_org = best_ms(lambda depth=depth, K=K, rgb=rgb, threads=threads:
+                            conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True,
+                                                             threads=threads), R)
+            mem_rows(f"  organised {h}x{w}, NaN invalid, {tag}", size, t_org, org["data"].nbytes, "3x")
 
         def two_step(depth=depth, K=K, rgb=rgb):
             p, c = conv.depth_to_points(depth, K, rgb)

@@ -397,8 +397,8 @@ def test_pipelined_place_then_emit_equals_serial_process() -> None:
     frames = seq.to_frames(with_depth=True)
     results = {}
     for deferred in (False, True):
-        pipe = StreamingPipeline(PipelineConfig(scale_source="depth", voxel_size=0.05, scale_freeze_samples=50,
-                                                num_track_queries=16))
+        pipe = StreamingPipeline(PipelineConfig(scale_source="depth", voxel_size=0.05,
+                                                scale_freeze_samples=50, num_track_queries=16))
         outs = _stream_windows(pipe, frames, _oracle(seq), deferred)
         results[deferred] = (outs, pipe)
     (serial, p_serial), (piped, p_piped) = results[False], results[True]

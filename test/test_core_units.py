@@ -391,6 +391,65 @@ def test_world_map_matches_per_point_reference() -> None:
         assert list(c) == rc
 
 
+def test_world_map_grouping_order_is_a_stable_key_sort() -> None:
+    """The radix grouping (one or two 16-bit passes over a batch-local key) and the argsort fallback
+    for wide batches all return the stable order of the packed keys."""
+    from vggt_ros.core import world_map as wm
+
+    rng = np.random.default_rng(12)
+    for scale, n in ((3, 5000), (40, 8000), (300, 8000), (1 << 19, 3000)):  # spans: 2^8, 2^19, 2^26, >2^32
+        cells = rng.integers(-scale, scale, (3, n))
+        cells[:, : n // 4] = cells[:, n // 4: n // 2]  # many repeated voxels
+        keys = wm._pack_cells(cells)
+        order = wm._stable_key_order(cells, keys)
+        np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    c = np.array([[5], [-7], [1 << 19]])  # a single point
+    assert wm._stable_key_order(c, wm._pack_cells(c)).tolist() == [0]
+
+
+def test_world_map_radix_and_fallback_grouping_build_the_same_map(monkeypatch) -> None:
+    """Frame-like batches (radix path), wide batches (fallback), NaN and out-of-range points, batches
+    larger and smaller than the map (both lookup directions): the map equals the per-point reference
+    exactly (sums run in input order in both), and forcing the fallback changes no bit."""
+    from vggt_ros.core import world_map as wm
+
+    rng = np.random.default_rng(13)
+    voxel = 0.05
+    batches = []
+    for step in range(10):
+        n = int(rng.integers(1, 3000)) if step % 3 else int(rng.integers(3000, 6000))
+        spread = (0.1, 4.0, 2e4)[step % 3]  # one pass, two passes, fallback (span > 2^32)
+        pts = rng.normal(0.1 * step, spread, (n, 3)).astype(np.float32)
+        pts[: n // 3] = pts[n // 3: 2 * (n // 3)] + rng.uniform(-0.01, 0.01, (n // 3, 3))  # shared voxels
+        if step == 4:  # a structured plane: many points per voxel
+            g = np.stack(np.meshgrid(np.arange(60), np.arange(50)), -1).reshape(-1, 2) * 0.013
+            pts = np.column_stack([g, np.full(len(g), 1.5)]).astype(np.float32)
+            n = len(pts)
+        pts[rng.uniform(size=n) < 0.03, 0] = np.nan
+        pts[rng.uniform(size=n) < 0.02, 2] = 1e9  # outside the representable cell range
+        batches.append((pts, rng.integers(0, 256, (n, 3)).astype(np.uint8)))
+    bound = 6000
+    maps = {}
+    for mode in ("radix", "fallback"):
+        monkeypatch.setattr(wm, "_RADIX_MAX_SPAN", 1 << 32 if mode == "radix" else 0)
+        m = WorldMap(voxel_size=voxel, max_points=bound)
+        maps[mode] = m
+        for pts, cols in batches:
+            m.add(pts, cols)
+    a, b = maps["radix"], maps["fallback"]
+    for name in ("_keys", "_points", "_colors", "_seen"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.rejected, a.dropped) == (b.rejected, b.dropped) and a.rejected > 0 and a.dropped > 0
+    assert np.all(np.diff(a._keys) > 0)  # sorted, unique
+    ref = _naive_world_map(batches, voxel, bound)
+    assert len(a) == len(ref)
+    cells = np.floor(a.points.astype(np.float64) / voxel).astype(np.int64)
+    for cell, p, c in zip(cells.tolist(), a.points, a.colors, strict=True):
+        rp, rc, _ = ref[tuple(cell)]
+        np.testing.assert_array_equal(p, np.array(rp, np.float32))
+        assert list(c) == rc
+
+
 # ---------------------------------------------------------------------------------------------- tracks
 def test_track_queries_and_persistent_ids() -> None:
     g = grid_points((48, 64), 12)

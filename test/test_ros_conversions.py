@@ -671,6 +671,109 @@ def test_cloud_scratch_buffers_never_leak_into_results():
         np.testing.assert_array_equal(r.view(np.uint32), single[i % 2].view(np.uint32))
 
 
+@pytest.mark.parametrize("skew", [0.0, 2.5])
+def test_cloud_bands_and_threads_give_the_single_pass_result(monkeypatch, skew):
+    """Threads and row bands only change who computes which rows: every split must give the same
+    bytes (checked against the per-pixel reference too), the same is_dense, in both layouts."""
+    h, w = 23, 31
+    depth = _hostile_depth(h, w, seed=21)
+    depth[3, 4:9] = 0.0  # a run of invalid pixels spanning a band edge when bands are one row
+    Kd = np.array([[35.0, skew, 14.5], [0, 33.0, 10.2], [0, 0, 1]])
+    rgb = np.random.default_rng(8).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ids, xyz, packed = _naive_records(depth, Kd, rgb)
+    single = {org: conv.depth_to_pointcloud2_fields(depth, Kd, rgb, STAMP, "c", organized=org, threads=1)
+              for org in (False, True)}
+    rec = single[False]["data"].view(np.float32).reshape(-1, 4)
+    # atol: with skew, x = xr * z - (s / fx) * y cancels in float32 near x = 0
+    np.testing.assert_allclose(rec[:, :3], np.array(xyz), rtol=2e-6, atol=1e-7)
+    np.testing.assert_array_equal(rec[:, 3].view(np.uint32), np.array(packed, np.uint32))
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)  # split even this small image
+    for max_band in (1 << 21, 3 * w, 7):  # one band per thread, several, one row each
+        monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", max_band)
+        for threads in (1, 2, 3, 40, None):
+            used, bands = conv._bands(h, w, conv._cloud_threads(threads))
+            assert [r for a, b in bands for r in range(a, b)] == list(range(h))
+            assert 1 <= used <= len(bands) and all(b > a for a, b in bands)
+            for org in (False, True):
+                got = conv.depth_to_pointcloud2_fields(depth, Kd, rgb, STAMP, "c", organized=org,
+                                                       threads=threads)
+                np.testing.assert_array_equal(got["data"], single[org]["data"])
+                for key in ("height", "width", "row_step", "is_dense"):
+                    assert got[key] == single[org][key], (key, max_band, threads, org)
+            pts, cols = conv.depth_to_points(depth, Kd, rgb, threads=threads)
+            np.testing.assert_array_equal(pts, rec[:, :3])
+            np.testing.assert_array_equal(cols, rgb.reshape(-1, 3)[ids])
+    with pytest.raises(ValueError, match="threads"):
+        conv.depth_to_cloud_records(depth, Kd, rgb, threads=0)
+
+
+def test_shared_band_runner_covers_every_band_once_and_propagates_errors():
+    """Bands are taken from a shared counter by the caller and the pool: each exactly once, results
+    in band order, and a worker's exception reaches the caller after every band has finished."""
+    import threading
+    import time
+
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def slow_square(i: int) -> int:
+        time.sleep(0.002 if i % 3 else 0.0)
+        with lock:
+            seen.append(i)
+        return i * i
+
+    assert conv._run_shared(slow_square, list(range(17)), 3) == [i * i for i in range(17)]
+    assert sorted(seen) == list(range(17))
+    assert conv._run_shared(slow_square, [4], 2) == [16]
+    assert conv._run_shared(slow_square, [], 2) == []
+    done: list[int] = []
+
+    def fail_on_five(i: int) -> None:
+        time.sleep(0.001)
+        if i == 5:
+            raise RuntimeError("band 5")
+        with lock:
+            done.append(i)
+
+    with pytest.raises(RuntimeError, match="band 5"):
+        conv._run_shared(fail_on_five, list(range(12)), 2)
+    n_done = len(done)
+    time.sleep(0.02)
+    assert len(done) == n_done  # nothing still running after the caller got the error
+
+
+def test_cloud_is_dense_matches_a_full_finiteness_check(monkeypatch):
+    """is_dense comes from a bound on the depth when it can (no pass over the output): it must agree
+    with checking every x y z, also when x or y overflow float32 for absurd depths."""
+    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
+    Kd = np.array([[0.5, 0, 20.0], [0, 0.5, 2.0], [0, 0, 1]])  # |xr| up to 40: 1e38 * 40 overflows
+    rng = np.random.default_rng(2)
+    cases = {
+        "all valid": rng.uniform(0.5, 3, (6, 41)),
+        "some invalid": np.where(rng.uniform(size=(6, 41)) < 0.2, np.nan, rng.uniform(0.5, 3, (6, 41))),
+        "overflow": np.full((6, 41), 1e38),
+        "huge but finite": np.full((6, 41), 1e36),
+        "none valid": np.full((6, 41), -1.0),
+    }
+    cases["one overflowing pixel"] = cases["all valid"].copy()
+    cases["one overflowing pixel"][5, 0] = 3e38
+    cases["absurd depth at the principal point"] = cases["all valid"].copy()
+    cases["absurd depth at the principal point"][2, 20] = 3e38  # x = y = 0: bound fails, still dense
+    for name, d in cases.items():
+        d = d.astype(np.float32)
+        for org in (False, True):
+            for threads in (1, 2):
+                f = conv.depth_to_pointcloud2_fields(d, Kd, None, STAMP, "c", organized=org, threads=threads)
+                xyz = f["data"].view(np.float32)
+                assert f["is_dense"] is bool(np.isfinite(xyz).all()), (name, org, threads)
+    f = conv.depth_to_pointcloud2_fields(cases["one overflowing pixel"].astype(np.float32), Kd, None,
+                                         STAMP, "c")
+    assert f["is_dense"] is False and f["width"] == 6 * 41
+    f = conv.depth_to_pointcloud2_fields(cases["absurd depth at the principal point"].astype(np.float32), Kd,
+                                         None, STAMP, "c", organized=True)
+    assert f["is_dense"] is True
+
+
 # ---------------------------------------------------------------------------------------------- poses
 
 

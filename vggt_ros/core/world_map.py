@@ -23,18 +23,68 @@ _OFF = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
 
 
-def pack_voxel_keys(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Packed int64 voxel keys of ``points`` and a mask of points inside the representable range."""
-    cells = np.divide(points, voxel_size, dtype=np.float64)  # a new float64 array: floor in place
+def _voxel_cells(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer cell indices ``[3, M]`` (one contiguous row per axis) of the points inside the
+    representable range, and the ``[N]`` mask of those points. Axis-major so that the per-axis
+    reductions and key arithmetic run on contiguous rows."""
+    p = np.asarray(points)
+    cells = np.empty((3, len(p)), np.float64)
+    # dtype: without it NEP 50 would pick the float32 loop for float32 points (then widen the result)
+    np.divide(p.T, voxel_size, out=cells, dtype=np.float64)
     np.floor(cells, out=cells)
     inside = np.abs(cells) < _OFF - 1  # False for NaN and inf too
-    ok = inside[:, 0] & inside[:, 1] & inside[:, 2]
-    c = (cells if ok.all() else cells[ok]).astype(np.int64)
-    c += _OFF
-    keys = c[:, 0] << (2 * _BITS)
-    keys |= c[:, 1] << _BITS
-    keys |= c[:, 2]
-    return keys, ok
+    ok = inside[0] & inside[1] & inside[2]
+    c = (cells if ok.all() else cells[:, ok]).astype(np.int64)
+    return c, ok
+
+
+def _pack_cells(c: np.ndarray) -> np.ndarray:
+    """``[3, M]`` int64 cells -> packed int64 keys (21 bits per axis, offset to non-negative)."""
+    keys = c[0] + _OFF
+    keys <<= 2 * _BITS
+    keys |= (c[1] + _OFF) << _BITS
+    keys |= c[2] + _OFF
+    return keys
+
+
+def pack_voxel_keys(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Packed int64 voxel keys of ``points`` and a mask of points inside the representable range."""
+    c, ok = _voxel_cells(points, voxel_size)
+    return _pack_cells(c), ok
+
+
+# Batches whose cells span at most this many voxels (product of the per-axis extents) are grouped by
+# a two-pass LSD radix sort on 16-bit digits of a batch-local key; wider ones fall back to a stable
+# comparison argsort of the packed keys. Both give the same (stable) order.
+_RADIX_MAX_SPAN = 1 << 32
+
+
+def _stable_key_order(c: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Stable argsort of ``keys`` (the packed keys of cells ``c``), i.e. sorted by key and, within a
+    voxel, in input order.
+
+    Why: a camera frame covers few voxels per axis, so a batch-local mixed-radix key
+    ``((x - x0) * ny + (y - y0)) * nz + (z - z0)`` (same order as the packed key) fits in 32 bits, and
+    numpy's stable argsort of uint16 is a radix sort: two passes cost a fraction of a comparison
+    argsort of int64 (~20 vs 59 ms at 830k points, local key included; numpy 2.4 here has no SIMD
+    int64 sort)."""
+    lo = [int(row.min()) for row in c]
+    span = [int(row.max()) - a + 1 for row, a in zip(c, lo, strict=True)]
+    if span[0] * span[1] * span[2] > _RADIX_MAX_SPAN:
+        return np.argsort(keys, kind="stable")
+    local = c[0] - lo[0]
+    local *= span[1]
+    local += c[1]
+    local -= lo[1]
+    local *= span[2]
+    local += c[2]
+    local -= lo[2]
+    order = np.argsort(local.astype(np.uint16), kind="stable")  # low 16 bits (astype wraps)
+    if span[0] * span[1] * span[2] > 1 << 16:
+        local >>= 16
+        high = np.take(local, order).astype(np.uint16)
+        order = np.take(order, np.argsort(high, kind="stable"))
+    return order
 
 
 def _records(a: np.ndarray) -> np.ndarray:
@@ -109,52 +159,73 @@ class WorldMap:
         return n_new
 
     def _add_voxels(self, p: np.ndarray, c: np.ndarray) -> int:
-        """Voxel-mode insert. Vectorised: one sort of the batch keys groups its points (segment sums
-        by ``reduceat``), one ``searchsorted`` finds voxels already in the map, and the new ones are
-        merged into the sorted arrays at their insert positions (O(map + batch), no re-sort)."""
-        keys, ok = pack_voxel_keys(p, self.voxel_size)
+        """Voxel-mode insert. Vectorised: one stable sort of the batch keys groups its points (a
+        radix sort for frame-sized batches, see :func:`_stable_key_order`), one ``searchsorted`` finds
+        voxels already in the map, per-voxel sums of the new ones come from ``bincount`` (in input
+        order, like a per-point loop), and the new voxels are scattered into the sorted arrays at their
+        insert positions (O(map + batch), no re-sort)."""
+        cells, ok = _voxel_cells(p, self.voxel_size)
         if not ok.all():
             p, c = p[ok], c[ok]
-        self.rejected += int(len(ok) - len(keys))
-        if len(keys) == 0:
+        m = cells.shape[1]
+        self.rejected += int(len(ok) - m)
+        if m == 0:
             return 0
-        order = np.argsort(keys)
+        keys = _pack_cells(cells)
+        order = _stable_key_order(cells, keys)
         sk = np.take(keys, order)
-        first = np.empty(len(sk), bool)
+        first = np.empty(m, bool)
         first[0] = True
         np.not_equal(sk[1:], sk[:-1], out=first[1:])
         start = np.flatnonzero(first)
         ukeys = sk[start]
-        counts = np.diff(np.append(start, len(sk)))[:, None]
-        # float64 segment sums: exact for float32 inputs of similar magnitude, so order-independent
-        # np.take along axis 0 moves whole rows (~3x faster than p[order] fancy indexing)
-        mean = np.add.reduceat(np.take(p, order, axis=0), start, axis=0, dtype=np.float64) / counts
-        col = np.add.reduceat(np.take(c, order, axis=0), start, axis=0, dtype=np.float64) / counts
-        col = np.round(col).astype(np.uint8)
-        pos = np.searchsorted(self._keys, ukeys)
-        hit = pos < len(self._keys)
-        hit[hit] = self._keys[pos[hit]] == ukeys[hit]
-        self._seen[pos[hit]] = self._tick
+        n_old, n_vox = len(self._keys), len(start)
+        if n_vox <= n_old:  # binary-search the batch's voxels in the map
+            pos = np.searchsorted(self._keys, ukeys)
+            hit = pos < n_old
+            hit[hit] = self._keys[pos[hit]] == ukeys[hit]
+            self._seen[pos[hit]] = self._tick
+        else:  # fewer map voxels than batch voxels: search the map's keys in the batch instead
+            idx = np.searchsorted(ukeys, self._keys)  # batch voxels below each map voxel
+            known = idx < n_vox
+            known[known] = ukeys[idx[known]] == self._keys[known]
+            self._seen[known] = self._tick
+            hit = np.zeros(n_vox, bool)
+            hit[idx[known]] = True
+            # insert position of batch voxel j = map voxels below it = map voxels with idx <= j (hits
+            # excluded, which are the only equal ones)
+            pos = np.cumsum(np.bincount(idx, minlength=n_vox + 1)[:n_vox])
         new = ~hit
         n_new = int(np.count_nonzero(new))
         if n_new == 0:
             return 0
-        # new voxel j lands at its insert position plus the number of new voxels before it
-        ins = pos[new] + np.arange(n_new)
-        old_slots = np.ones(len(self._keys) + n_new, bool)
-        old_slots[ins] = False
+        # voxel index of every point (voxels in key order), then float64 per-voxel sums: exact for
+        # float32 inputs of similar magnitude (and for uint8 colours), summed in input order
+        gid = np.empty(m, np.intp)
+        gid[order] = np.cumsum(first, dtype=np.intp) - 1
+        counts = np.diff(np.append(start, m))[new]
+        new_mean = np.empty((n_new, 3), np.float32)
+        new_col = np.empty((n_new, 3), np.uint8)
+        for k in range(3):
+            new_mean[:, k] = np.bincount(gid, weights=p[:, k], minlength=n_vox)[new] / counts
+            new_col[:, k] = np.round(np.bincount(gid, weights=c[:, k], minlength=n_vox)[new] / counts)
+        # new voxel j lands at its insert position plus the number of new voxels before it; old voxel
+        # i moves up by the number of new voxels inserted at or before position i
+        pos_new = pos[new]
+        ins = pos_new + np.arange(n_new)
+        old_dest = np.cumsum(np.bincount(pos_new, minlength=n_old + 1)[:n_old])
+        old_dest += np.arange(n_old)
 
         def merged(old: np.ndarray, added: np.ndarray) -> np.ndarray:
-            out = np.empty((len(old_slots), *old.shape[1:]), old.dtype)
+            out = np.empty((len(old) + n_new, *old.shape[1:]), old.dtype)
             rec = _records(out)
             rec[ins] = _records(np.ascontiguousarray(added))
-            rec[old_slots] = _records(old)
+            rec[old_dest] = _records(old)
             return out
 
         self._keys = merged(self._keys, ukeys[new])
-        new_mean = _records(mean)[new].view(np.float64).reshape(-1, 3)
-        self._points = merged(self._points, new_mean.astype(np.float32))
-        self._colors = merged(self._colors, _records(col)[new].view(np.uint8).reshape(-1, 3))
+        self._points = merged(self._points, new_mean)
+        self._colors = merged(self._colors, new_col)
         self._seen = merged(self._seen, np.full(n_new, self._tick, np.int64))
         return n_new
 

@@ -34,10 +34,12 @@ import functools
 import importlib
 import logging
 import math
+import os
 import re
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -390,7 +392,8 @@ def _work(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
     Why: allocating several multi-MB temporaries per frame makes glibc hand the memory back to the
     kernel and page-fault it in again on every call (measured ~4x slower at 1280x720 than reusing).
-    Costs about 30 bytes per pixel of the largest image seen, per calling thread."""
+    The back-projection keeps 2 bytes per pixel of the largest image per calling thread, plus ~40 bytes
+    per pixel of its largest band (``_MAX_BAND_PIXELS``) per thread that ran a band."""
     cache = getattr(_WORK, "arrays", None)
     if cache is None:
         cache = _WORK.arrays = {}
@@ -443,17 +446,127 @@ def valid_depth_mask(depth: np.ndarray) -> np.ndarray:
         return (depth > 0) & (depth < np.inf)
 
 
-def depth_to_cloud_records(
-    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, organized: bool = False
-) -> np.ndarray:
-    """Back-project a z-depth image through pinhole K (pixel centres at integers, skew honoured)
-    straight into PointCloud2 records: float32 ``x y z`` (+ ``rgb`` packed 0x00RRGGBB) per point.
+CLOUD_THREADS = min(2, os.cpu_count() or 1)
+"""Default number of threads (the caller's included) of the depth -> cloud back-projection
+(``threads=None``). The bands release the GIL (numpy ufuncs, ``np.take``, OpenCV), so they run truly
+in parallel; images below ``_PARALLEL_MIN_PIXELS`` stay on the calling thread."""
+_PARALLEL_MIN_PIXELS = 1 << 18  # measured: 518x392 (203k px) is no faster on 2 threads, 1280x720 is
+_MAX_BAND_PIXELS = 1 << 18  # bands of at most 256k pixels: their scratch stays mostly in cache
+_FLOAT32_SAFE = 3.4028234663852886e38 / 4  # products below this cannot round up to inf
 
-    Unorganised (default): ``[N, 4]`` (``[N, 3]`` without rgb), finite positive depths only, row-major
-    pixel order. Organised: ``[h, w, 4|3]``, every pixel, x y z NaN where the depth is invalid (as
-    ``depth_image_proc`` publishes). Why records: building the interleaved layout once (one SIMD
-    ``cv2.merge`` of whole-image planes) and compressing once on 16-byte records is several times
-    cheaper than compressing each channel and interleaving afterwards."""
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_WORKERS = 0
+
+
+def _cloud_pool(workers: int) -> ThreadPoolExecutor:
+    """The module's persistent worker pool (at least ``workers`` threads; created on first use)."""
+    global _POOL, _POOL_WORKERS
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_WORKERS < workers:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vggt_ros_cloud")
+            _POOL_WORKERS = workers
+        return _POOL
+
+
+def _forget_pool_after_fork() -> None:
+    """A forked child inherits the pool object but not its threads: start a fresh one on demand."""
+    global _POOL, _POOL_WORKERS
+    _POOL, _POOL_WORKERS = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _run_shared(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:
+    """``[fn(item) for item in items]`` on ``threads`` threads (the caller's included) that take the
+    next item from a shared counter. Why dynamic: when the other core is busy (the model, another
+    process), the caller simply processes more bands itself instead of waiting for a starved worker.
+    Waits for every item before returning or raising (they write into the caller's arrays)."""
+    results: list[Any] = [None] * len(items)
+    lock = threading.Lock()
+    nxt = [0]
+
+    def drain() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items):
+                return
+            results[i] = fn(items[i])
+
+    n = min(threads, len(items))
+    if n <= 1:
+        drain()
+        return results
+    futures = [_cloud_pool(n - 1).submit(drain) for _ in range(n - 1)]
+    try:
+        drain()
+    finally:
+        wait(futures)
+    for f in futures:
+        f.result()  # re-raise a worker's exception
+    return results
+
+
+def _cloud_threads(threads: int | None) -> int:
+    n = CLOUD_THREADS if threads is None else int(threads)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return n
+
+
+def _bands(h: int, w: int, threads: int) -> tuple[int, list[tuple[int, int]]]:
+    """(threads to use, row bands ``(a, b)``): equal bands of at most ``_MAX_BAND_PIXELS``, at least
+    one per thread; one thread below ``_PARALLEL_MIN_PIXELS``. Measured: smaller bands keep the
+    scratch in cache but add Python-level calls, each of which hands the GIL back and forth."""
+    n = 1 if h * w < _PARALLEL_MIN_PIXELS else min(threads, h)
+    count = min(h, max(n, -(-h * w // _MAX_BAND_PIXELS)))
+    return n, [(h * i // count, h * (i + 1) // count) for i in range(count)]
+
+
+def _band_planes(depth: np.ndarray, z: np.ndarray, a: int, b: int, xr: np.ndarray, yr: np.ndarray,
+                 skew: float, rgb: np.ndarray | None, rows: int) -> list[np.ndarray]:
+    """x y z (+ packed rgb as float32) planes of rows ``a:b`` in this thread's band scratch."""
+    n, w = b - a, depth.shape[1]
+    with np.errstate(invalid="ignore", over="ignore"):  # invalid pixels (inf * 0) are dropped / NaN
+        x = np.multiply(z, xr, out=_work("band_x", (rows, w), np.float32)[:n])
+        y = np.multiply(z, yr[a:b], out=_work("band_y", (rows, w), np.float32)[:n])
+        if skew != 0:  # x = (u - cx - s * (v - cy) / fy) / fx * z = xr[u] * z - (s / fx) * y
+            sy = np.multiply(y, np.float32(skew), out=_work("band_sy", (rows, w), np.float32)[:n])
+            np.subtract(x, sy, out=x)
+    planes = [x, y, z]
+    if rgb is not None:
+        c = _bgr0(rgb[a:b], out=_work("band_bgr0", (rows, w, 4), np.uint8)[:n])
+        planes.append(c.view(np.float32).reshape(n, w))
+    return planes
+
+
+def _merge_into(planes: list[np.ndarray], dst: np.ndarray) -> np.ndarray:
+    import cv2
+
+    got = cv2.merge(planes, dst=dst)
+    if got.ctypes.data != dst.ctypes.data:  # pragma: no cover - OpenCV reallocated: copy over
+        np.copyto(dst, got)
+    return dst
+
+
+def _cloud_records(
+    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None, organized: bool, threads: int | None
+) -> tuple[np.ndarray, bool]:
+    """:func:`depth_to_cloud_records` plus whether every x y z of the result is finite (the
+    PointCloud2 ``is_dense`` flag), found without a pass over the output when a bound on the depth
+    proves that x and y cannot overflow.
+
+    Why bands: the image is cut into row bands (see :func:`_bands`) that ``threads`` threads take in
+    turn (see :data:`CLOUD_THREADS`, :func:`_run_shared`); each band is written once into the output
+    (organised: ``cv2.merge`` straight into the output rows; unorganised: merge into band scratch,
+    then one ``np.take`` of the valid records into the band's slice of the output, whose offset comes
+    from a count of the validity mask)."""
     import cv2
 
     depth = np.ascontiguousarray(depth, dtype=np.float32)
@@ -464,50 +577,105 @@ def depth_to_cloud_records(
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] == 0 or K[1, 1] == 0:
         raise ValueError(f"K must be a finite 3x3 matrix with non-zero focal lengths, got {K.tolist()}")
     if rgb is not None:
-        rgb = np.asarray(rgb)
+        rgb = np.ascontiguousarray(rgb)
         if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be {h}x{w}x3 uint8 matching depth, got {rgb.shape} {rgb.dtype}")
+    threads = _cloud_threads(threads)
     nch = 3 if rgb is None else 4
     if h * w == 0:
-        return np.zeros((h, w, nch) if organized else (0, nch), np.float32)
+        return np.zeros((h, w, nch) if organized else (0, nch), np.float32), True
     xr, yr = _ray_factors(tuple(K.reshape(-1).tolist()), h, w)
+    skew = float(K[0, 1] / K[0, 0])
+    # |x|, |y| <= z * gain (float32 rounding included, see _FLOAT32_SAFE): no overflow below the bound
+    gain = float(np.abs(xr).max()) + (abs(skew) + 1.0) * float(np.abs(yr).max()) + 1.0
+    threads, bands = _bands(h, w, threads)
+    rows = max(b - a for a, b in bands)
+    rec_dtype = f"V{4 * nch}"
+
+    def finite_band(zmax: float, out_band: np.ndarray) -> bool:
+        if zmax * gain < _FLOAT32_SAFE:  # False for NaN (all-invalid band) and inf: check instead
+            return True
+        return bool(np.isfinite(out_band).all())
+
+    if organized:
+        out = np.empty((h, w, nch), np.float32)  # fresh: the caller owns it
+
+        def organised_band(band: tuple[int, int]) -> bool:
+            a, b = band
+            n = b - a
+            d = depth[a:b]
+            valid = _work("band_valid", (rows, w), np.bool_)[:n]
+            invalid = _work("band_invalid", (rows, w), np.bool_)[:n]
+            with np.errstate(invalid="ignore"):
+                np.greater(d, 0, out=valid)
+                np.less(d, np.inf, out=invalid)
+            np.logical_and(valid, invalid, out=valid)
+            z = d
+            all_valid = bool(valid.all())
+            if not all_valid:  # NaN depth where invalid, so x and y come out NaN too
+                z = _work("band_z", (rows, w), np.float32)[:n]
+                np.copyto(z, d)
+                np.logical_not(valid, out=invalid)
+                cv2.copyTo(_nan_plane(rows, w)[:n], invalid.view(np.uint8), dst=z)
+            planes = _band_planes(depth, z, a, b, xr, yr, skew, rgb, rows)
+            _merge_into(planes, out[a:b])
+            return all_valid and finite_band(float(np.fmax.reduce(d, axis=None)), out[a:b, :, :3])
+
+        return out, all(_run_shared(organised_band, bands, threads))
+
     valid = _work("valid", (h, w), np.bool_)
     above = _work("above", (h, w), np.bool_)
     with np.errstate(invalid="ignore"):
         np.greater(depth, 0, out=valid)
         np.less(depth, np.inf, out=above)
     np.logical_and(valid, above, out=valid)
-    z = depth
-    if organized:  # NaN depth where invalid, so x and y come out NaN too
-        z = _work("z", (h, w), np.float32)
-        np.copyto(z, depth)
-        np.logical_not(valid, out=above)
-        cv2.copyTo(_nan_plane(h, w), above.view(np.uint8), dst=z)
-    with np.errstate(invalid="ignore", over="ignore"):  # invalid pixels (inf * 0) are dropped / NaN
-        x = np.multiply(z, xr, out=_work("x", (h, w), np.float32))
-        y = np.multiply(z, yr, out=_work("y", (h, w), np.float32))
-        skew = K[0, 1] / K[0, 0]
-        if skew != 0:  # x = (u - cx - s * (v - cy) / fy) / fx * z = xr[u] * z - (s / fx) * y
-            x -= np.float32(skew) * y
-    planes = [x, y, z]
-    if rgb is not None:
-        planes.append(_bgr0(rgb, out=_work("bgr0", (h, w, 4), np.uint8)).view(np.float32).reshape(h, w))
-    if organized:
-        return cv2.merge(planes)  # fresh [h, w, nch]: the caller owns it
-    rec = cv2.merge(planes, dst=_work("records", (h, w, nch), np.float32))
-    flat = rec.reshape(-1).view(f"V{4 * nch}")  # one opaque record per pixel: one boolean compress
-    return flat[valid.reshape(-1)].view(np.float32).reshape(-1, nch)
+    counts = [np.count_nonzero(valid[a:b]) for a, b in bands]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    out = np.empty((offsets[-1], nch), np.float32)  # fresh: the caller owns it
+    out_rec = out.reshape(-1).view(rec_dtype)
+    jobs = [(a, b, o) for (a, b), o in zip(bands, offsets, strict=False)]
+
+    def unorganised_band(job: tuple[int, int, int]) -> bool:
+        a, b, o = job
+        n = b - a
+        idx = np.flatnonzero(valid[a:b])
+        if len(idx) == 0:
+            return True
+        d = depth[a:b]
+        planes = _band_planes(depth, d, a, b, xr, yr, skew, rgb, rows)
+        rec = _merge_into(planes, _work("band_records", (rows, w, nch), np.float32)[:n])
+        dst = out_rec[o:o + len(idx)]
+        np.take(rec.reshape(-1).view(rec_dtype), idx, out=dst, mode="clip")  # clip: no copy of out
+        return finite_band(float(np.fmax.reduce(d, axis=None)), out[o:o + len(idx), :3])
+
+    return out, all(_run_shared(unorganised_band, jobs, threads))
+
+
+def depth_to_cloud_records(
+    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, organized: bool = False,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Back-project a z-depth image through pinhole K (pixel centres at integers, skew honoured)
+    straight into PointCloud2 records: float32 ``x y z`` (+ ``rgb`` packed 0x00RRGGBB) per point.
+
+    Unorganised (default): ``[N, 4]`` (``[N, 3]`` without rgb), finite positive depths only, row-major
+    pixel order. Organised: ``[h, w, 4|3]``, every pixel, x y z NaN where the depth is invalid (as
+    ``depth_image_proc`` publishes). Why records: building the interleaved layout once (one SIMD
+    ``cv2.merge`` per band of planes) and compressing once on 16-byte records is several times
+    cheaper than compressing each channel and interleaving afterwards. ``threads``: worker threads,
+    the caller's included (default :data:`CLOUD_THREADS`); the result does not depend on it."""
+    return _cloud_records(depth, K, rgb, organized, threads)[0]
 
 
 def depth_to_points(
-    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None
+    depth: np.ndarray, K: np.ndarray, rgb: np.ndarray | None = None, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Back-project a z-depth image through pinhole K (pixel centres at integers) to camera-frame
     points [N, 3] float32 (row-major pixel order), keeping finite positive depths; colours [N, 3]
     uint8 from ``rgb``. (For a PointCloud2 use :func:`depth_to_pointcloud2_fields`: no split.)"""
     import cv2
 
-    rec = depth_to_cloud_records(depth, K, rgb)
+    rec = depth_to_cloud_records(depth, K, rgb, threads=threads)
     n = len(rec)
     if rgb is None:
         return rec, None
@@ -585,16 +753,15 @@ def depth_to_pointcloud2_fields(
     stamp_ns: int,
     frame_id: str,
     organized: bool = False,
+    threads: int | None = None,
 ) -> Fields:
     """Depth image (+ RGB) straight to ``sensor_msgs/PointCloud2`` fields, without the [N, 3]
-    points/colours intermediates (see :func:`depth_to_cloud_records`): unorganised by default
-    (valid pixels only, row-major), or organised (height H, width W, NaN x y z at invalid pixels,
-    ``is_dense`` false unless every pixel is valid)."""
-    rec = depth_to_cloud_records(depth, K, rgb, organized)
+    points/colours intermediates (see :func:`depth_to_cloud_records`, also for ``threads``):
+    unorganised by default (valid pixels only, row-major), or organised (height H, width W, NaN
+    x y z at invalid pixels, ``is_dense`` false unless every pixel is valid). ``is_dense`` also
+    turns false when x or y overflow float32 for absurd depths."""
+    rec, is_dense = _cloud_records(depth, K, rgb, organized, threads)
     height, width = rec.shape[:2] if organized else (1, rec.shape[0])
-    # Contiguous check of whole records (x y z can overflow to inf for absurd depths; invalid pixels
-    # of an organised cloud are NaN): the packed rgb slot has a zero top byte, so it is always finite.
-    is_dense = bool(np.isfinite(rec).all())
     return _cloud_fields(rec.reshape(-1).view(np.uint8), height, width, rgb is not None, is_dense,
                          stamp_ns, frame_id)
 
