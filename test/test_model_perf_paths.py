@@ -6,6 +6,8 @@ Small golden config with the golden weight rule, CPU fp32, tiny images (fast).""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -50,26 +52,28 @@ def _tensor(frames: list[np.ndarray]) -> torch.Tensor:
     return x.unsqueeze(0)
 
 
+@contextlib.contextmanager
+def counting_embeds(model, calls: list[int]):
+    """Append the batch size of every DINOv2 embedding call to ``calls`` while inside."""
+    orig = model.aggregator.embed_patches
+    model.aggregator.embed_patches = lambda images: calls.append(images.shape[1]) or orig(images)
+    try:
+        yield calls
+    finally:
+        del model.aggregator.embed_patches  # the instance attribute shadowed the method
+
+
 # ------------------------------------------------------------------ patch-token cache
 def test_cached_tokens_give_the_uncached_outputs_across_overlapping_windows(model, frames):
     cache = PatchTokenCache(16)
     calls: list[int] = []
-    orig = model.aggregator.embed_patches
-
-    def counting(images):
-        calls.append(images.shape[1])
-        return orig(images)
-
     windows = [(0, 1, 2, 3), (2, 3, 4, 5)]  # stride 2: frames 2 and 3 are shared
     with torch.inference_mode():
         for keys in windows:
             x = _tensor([frames[k] for k in keys])
             ref = model(x)
-            model.aggregator.embed_patches = counting
-            try:
+            with counting_embeds(model, calls):
                 tokens = embed_with_cache(model.aggregator, x, list(keys), cache)
-            finally:
-                del model.aggregator.embed_patches
             torch.testing.assert_close(tokens, model.aggregator.embed_patches(x), atol=1e-5, rtol=1e-5)
             out = model(x, patch_tokens=tokens)
             for name in ("pose_enc", "depth", "depth_conf", "world_points"):
@@ -383,23 +387,14 @@ def test_batch_buckets():
 def test_padded_dino_batches_equal_the_unpadded_tokens(model, frames):
     cache = PatchTokenCache(16)
     calls: list[int] = []
-    orig = model.aggregator.embed_patches
-
-    def counting(images):
-        calls.append(images.shape[1])
-        return orig(images)
-
     bucket = lambda n: bucket_for(n, (2, 4, 8))  # noqa: E731
     with torch.inference_mode():
         x = _tensor(frames)
         ref = model.aggregator.embed_patches(x)
-        model.aggregator.embed_patches = counting
-        try:
+        with counting_embeds(model, calls):
             padded = embed_padded(model.aggregator, x[:, :3], 4)
             first = embed_with_cache(model.aggregator, x[:, :5], [0, 1, 2, 3, 4], cache, bucket)  # 5 -> 8
             second = embed_with_cache(model.aggregator, x, [0, 1, 2, 3, 4, 5], cache, bucket)  # 1 -> 2
-        finally:
-            del model.aggregator.embed_patches
         with pytest.raises(ValueError, match="smaller"):
             embed_padded(model.aggregator, x, 2)
     assert calls == [4, 8, 2]
@@ -487,11 +482,6 @@ def test_eager_engine_warmup_is_a_noop_and_never_pads(model, frames):
     before = compiled_graph_count()
     report = engine.warmup(6, 3, (120, 160))
     assert report["compiled"] is False and report["steps"] == [] and compiled_graph_count() == before
-    calls: list[int] = []
-    orig = model.aggregator.embed_patches
-    model.aggregator.embed_patches = lambda images: calls.append(images.shape[1]) or orig(images)
-    try:
+    with counting_embeds(model, []) as calls:
         _stream(engine, frames, 5, [1, 3])
-    finally:
-        del model.aggregator.embed_patches
     assert calls == [5, 1, 3]  # exact batches: no padding cost without compiled blocks
