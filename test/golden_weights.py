@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, entry_value, fill_state_dict
 
 __all__ = ["GOLDEN_DIR", "SEED_1B", "SEED_SMALL", "entry_value", "fill_state_dict", "golden_config",
@@ -39,3 +41,13 @@ def read_state_dict_tsv(path: Path) -> list[tuple[str, tuple[int, ...]]]:
             key, shape, _dtype = line.split("\t")
             rows.append((key, tuple(int(d) for d in shape.split("x"))))
     return rows
+
+
+def textured_frames(count: int, seed: int, noise: float, step: float) -> list[np.ndarray]:
+    """``count`` 120x160 RGB frames of one smooth textured scene, each brighter by ``step`` plus
+    Gaussian ``noise``: distinct, deterministic inputs for the model tests."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:120, 0:160]
+    base = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 9.0)], -1)
+    return [np.clip(base + rng.normal(0, noise, base.shape) + step * s, 0, 255).astype(np.uint8)
+            for s in range(count)]

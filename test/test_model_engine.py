@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from golden_weights import golden_config, small_golden_model
+from golden_weights import golden_config, small_golden_model, textured_frames
 from safetensors.torch import save_file
 
 from vggt_ros.core.types import Predictor
@@ -33,10 +33,7 @@ def engine(model) -> InferenceEngine:
 
 @pytest.fixture(scope="module")
 def images() -> list[np.ndarray]:
-    rng = np.random.default_rng(4)
-    yy, xx = np.mgrid[0:120, 0:160]
-    base = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 9.0)], -1)
-    return [np.clip(base + rng.normal(0, 8, base.shape) + 10 * s, 0, 255).astype(np.uint8) for s in range(3)]
+    return textured_frames(3, seed=4, noise=8, step=10)
 
 
 QUERIES = np.array([[10.0, 20.0], [80.5, 60.25], [150.0, 110.0]])

@@ -11,7 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from golden_weights import golden_config, small_golden_model
+from golden_weights import golden_config, small_golden_model, textured_frames
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vggt_ros.model.config import VGGTConfig
@@ -39,10 +39,7 @@ def model() -> VGGT:
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
-    rng = np.random.default_rng(9)
-    yy, xx = np.mgrid[0:120, 0:160]
-    base = np.stack([xx * 1.5, yy * 2.0, 128 + 60 * np.sin(xx / 9.0)], -1)
-    return [np.clip(base + rng.normal(0, 12, base.shape) + 9 * s, 0, 255).astype(np.uint8) for s in range(6)]
+    return textured_frames(6, seed=9, noise=12, step=9)
 
 
 def _tensor(frames: list[np.ndarray]) -> torch.Tensor:
