@@ -7,7 +7,8 @@
    shared/spec/golden/README.md 4.2 (as test/test_model_golden.py does on CPU). Also reported, not
    checked: the same under the official bf16 autocast, and with ``dpt_autocast``.
 2. The engine's CUDA input path (uint8 pinned upload, converted on the device) gives the same
-   predictions as feeding the float tensor of the CPU preprocessing.
+   predictions as feeding the float tensor of the CPU preprocessing; its output path (one
+   asynchronous copy into page-locked host memory) gives the same values as ``.cpu()``.
 3. GPU out of memory: a window far too large raises ``InferenceOutOfMemory`` (not a crash), and the
    same engine then predicts a normal window correctly.
 """
@@ -92,6 +93,11 @@ def engine_checks(model: VGGT, device: torch.device) -> None:
     rows.append(("engine", "uint8 upload", "depth vs float input", err, 0.0, ok_pinned and err == 0.0))
     if device.type != "cuda":
         return
+    host = eng._host_arrays({"depth": ref["depth"][..., 0], "conf": ref["depth_conf"]})
+    err = max((torch.from_numpy(host["depth"]) - ref["depth"][0, ..., 0].cpu()).abs().max().item(),
+              (torch.from_numpy(host["conf"]) - ref["depth_conf"][0].cpu()).abs().max().item())
+    pinned = all(torch.from_numpy(a).is_pinned() for a in host.values())
+    rows.append(("engine", "pinned download", "outputs vs .cpu()", err, 0.0, pinned and err == 0.0))
 
     # out of memory: cap this process at 512 MiB of GPU memory (a real allocator OOM, as on a busy
     # card), then send a 256-frame 518x392 window (its float input alone is 0.6 GB)

@@ -670,30 +670,52 @@ class InferenceEngine:
                     pool.shutdown(wait=True)
                 self._executors = None
 
-    @staticmethod
-    def _numpy(t: torch.Tensor) -> np.ndarray:
-        return t[0].detach().float().cpu().numpy()
+    def _host_arrays(self, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """float32 numpy copies of the batch-0 slices of ``tensors``, in ONE device -> host transfer.
+
+        Why: ``.cpu()`` per output copies into pageable memory (the H200 profile measured ~5 ms per
+        13 MB depth map, 2.7 GB/s) and synchronises once per output. On CUDA every output is queued
+        as an asynchronous copy into a page-locked buffer from PyTorch's caching host allocator and
+        the stream is synchronised once. Elsewhere it is a plain ``.cpu()``."""
+        sliced = {k: t[0].detach().float() for k, t in tensors.items()}
+        if self.device.type != "cuda":
+            return {k: t.cpu().numpy() for k, t in sliced.items()}
+        staged = {}
+        for k, t in sliced.items():
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            staged[k] = host
+        torch.cuda.current_stream(self.device).synchronize()
+        return {k: h.numpy() for k, h in staged.items()}
 
     def _to_prediction(self, out: dict[str, Any], images_u8: np.ndarray, infos, queries) -> Prediction:
         S, H, W = images_u8.shape[:3]
         extrinsics, intrinsics = pose_encoding_to_extri_intri(out["pose_enc"].float(), (H, W))
+        wanted = {"extrinsics": extrinsics, "intrinsics": intrinsics, "depth": out["depth"][..., 0],
+                  "depth_conf": out["depth_conf"]}
+        for key in ("world_points", "world_points_conf"):
+            if key in out:
+                wanted[key] = out[key]
+        if queries is not None and "track" in out:
+            wanted.update(tracks=out["track"], track_vis=out["vis"], track_conf=out["conf"])
+        host = self._host_arrays(wanted)
         pred = Prediction(
-            extrinsics=self._numpy(extrinsics),
-            intrinsics=self._numpy(intrinsics),
-            depth=self._numpy(out["depth"][..., 0]),
-            depth_conf=self._numpy(out["depth_conf"]),
+            extrinsics=host["extrinsics"],
+            intrinsics=host["intrinsics"],
+            depth=host["depth"],
+            depth_conf=host["depth_conf"],
             preprocess=list(infos),
             images=images_u8,
         )
-        if "world_points" in out:
-            pred.world_points = self._numpy(out["world_points"])
-            pred.world_points_conf = self._numpy(out["world_points_conf"])
+        if "world_points" in host:
+            pred.world_points = host["world_points"]
+            pred.world_points_conf = host["world_points_conf"]
         if queries is not None:
             pred.query_points = queries
-            if "track" in out:
-                pred.tracks = self._numpy(out["track"])
-                pred.track_vis = self._numpy(out["vis"])
-                pred.track_conf = self._numpy(out["conf"])
+            if "tracks" in host:
+                pred.tracks = host["tracks"]
+                pred.track_vis = host["track_vis"]
+                pred.track_conf = host["track_conf"]
             else:  # zero queries: nothing to track, keep the shapes consistent
                 pred.tracks = np.zeros((S, 0, 2), np.float32)
                 pred.track_vis = np.zeros((S, 0), np.float32)
