@@ -10,13 +10,16 @@ Rows (per size):
   pixels only, and the organised H x W variant with NaN at invalid pixels), the two-step
   ``depth_to_points`` + ``pointcloud2_fields``, packing alone, and the floor of the unorganised path
   (one boolean compress of ready-made 16-byte records: the data-dependent gather any unorganised
-  build must do).
+  build must do), and for information the same compress and a plain memcpy split over 2 threads
+  (what a second core buys on this machine; the 3x baseline stays the single-threaded memcpy).
 * production path: the core ``pipeline.depth_to_points`` (confidence-masked depth, the default stride
   4 / 20000 points, and full resolution) + colour gather + ``pointcloud2_fields``, exactly what the
   node and the bag writer run.
 * depth Image + CameraInfo fields (and the rclpy build when rclpy is installed).
 * map voxel update: ``WorldMap.add`` of one full-resolution frame into a map already holding 200k
-  voxels, against a per-point Python dict voxel update with the same semantics.
+  voxels, against a per-point Python dict voxel update with the same semantics; and its floor: the
+  batch's packed voxel keys alone (``pack_voxel_keys``), which any vectorised voxel update computes
+  before it can group anything.
 Then, for a 1280x720 frame: image decoding (rgb8, padded bgr8, JPEG) and preprocessing to the
 network input (time per frame).
 
@@ -53,7 +56,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vggt_ros.core import pipeline  # noqa: E402
-from vggt_ros.core.world_map import WorldMap  # noqa: E402
+from vggt_ros.core.world_map import WorldMap, pack_voxel_keys  # noqa: E402
 from vggt_ros.ros import conversions as conv  # noqa: E402
 
 VOXEL = 0.02
@@ -231,6 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         valid = conv.valid_depth_mask(depth).reshape(-1)
         mem_rows("  floor: bool compress of ready 16-B records", size, best_ms(
             lambda records=records, valid=valid: records[valid], R), nbytes)
+        # Information only (never the 3x baseline): what a second thread buys on this machine, for
+        # the same compress (each half into its own array) and for a plain copy of the same bytes.
+        halves = [(0, len(records) // 2), (len(records) // 2, len(records))]
+        mem_rows("  floor, 2 threads: the same compress, two halves", size, best_ms(
+            lambda records=records, valid=valid, halves=halves: conv._run_shared(
+                lambda ab: records[ab[0]:ab[1]][valid[ab[0]:ab[1]]], halves, 2), R), nbytes)
+        src, dst = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+        cuts = [(0, nbytes // 2), (nbytes // 2, nbytes)]
+        mem_rows("  (info) memcpy on 2 threads, np.copyto halves", size, best_ms(
+            lambda src=src, dst=dst, cuts=cuts: conv._run_shared(
+                lambda ab: np.copyto(dst[ab[0]:ab[1]], src[ab[0]:ab[1]]), cuts, 2), R), nbytes)
         if sensor_msgs is not None:
             t_rcl = best_ms(lambda f=fields: conv.to_rclpy(sensor_msgs.PointCloud2, f), R)
             mode = "checked" if os.environ.get("ROS_PYTHON_CHECK_FIELDS") == "1" else "unchecked"
@@ -294,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         what = f"map voxel update ({len(mp)} pts -> {len(base)} voxel map)"
         row(what, size, t_map, "naive per-point dict", t_map_naive, "10x")
         mem_rows("  same", size, t_map, mp.nbytes + mc.nbytes, "3x")
+        # what any vectorised voxel update pays before grouping anything: the batch's voxel keys alone
+        mem_rows("  floor: voxel keys only (divide, floor, pack)", size,
+                 best_ms(lambda mp=mp: pack_voxel_keys(mp, VOXEL), R), mp.nbytes + mc.nbytes)
 
     # --- image decode and preprocessing of a 1280x720 frame -------------------------------------------
     w, h = 1280, 720
