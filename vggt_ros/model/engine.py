@@ -698,25 +698,14 @@ class InferenceEngine:
                 wanted[key] = out[key]
         if queries is not None and "track" in out:
             wanted.update(tracks=out["track"], track_vis=out["vis"], track_conf=out["conf"])
-        host = self._host_arrays(wanted)
-        pred = Prediction(
-            extrinsics=host["extrinsics"],
-            intrinsics=host["intrinsics"],
-            depth=host["depth"],
-            depth_conf=host["depth_conf"],
-            preprocess=list(infos),
-            images=images_u8,
-        )
-        if "world_points" in host:
-            pred.world_points = host["world_points"]
-            pred.world_points_conf = host["world_points_conf"]
+        host = self._host_arrays(wanted)  # keys are Prediction's field names
+        pred = Prediction(**{k: host.pop(k) for k in ("extrinsics", "intrinsics", "depth", "depth_conf")},
+                          preprocess=list(infos), images=images_u8)
+        for key, value in host.items():  # the optional outputs that were run
+            setattr(pred, key, value)
         if queries is not None:
             pred.query_points = queries
-            if "tracks" in host:
-                pred.tracks = host["tracks"]
-                pred.track_vis = host["track_vis"]
-                pred.track_conf = host["track_conf"]
-            else:  # zero queries: nothing to track, keep the shapes consistent
+            if "tracks" not in host:  # zero queries: nothing to track, keep the shapes consistent
                 pred.tracks = np.zeros((S, 0, 2), np.float32)
                 pred.track_vis = np.zeros((S, 0), np.float32)
                 pred.track_conf = np.zeros((S, 0), np.float32)
