@@ -182,11 +182,11 @@ def test_concurrent_callers_with_parallel_bands(monkeypatch):
 def test_merge_scratch_is_misaligned_and_reused():
     """The band record scratch must start off a 64-byte boundary (cv2.merge then uses ordinary,
     cached stores instead of streaming the records to DRAM before the take reads them back)."""
-    a = conv._work_misaligned("test_scratch", (5, 7, 4), np.float32)
-    b = conv._work_misaligned("test_scratch", (5, 7, 4), np.float32)
+    a = conv._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
+    b = conv._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
     assert a.shape == (5, 7, 4) and a.dtype == np.float32 and a.flags.c_contiguous
     assert a.ctypes.data % 64 == 4 and a.ctypes.data == b.ctypes.data
-    c = conv._work_misaligned("test_scratch", (3, 7, 3), np.float32)
+    c = conv._work("test_scratch", (3, 7, 3), np.float32, misaligned=True)
     assert c.shape == (3, 7, 3) and c.ctypes.data % 64 == 4
 
 

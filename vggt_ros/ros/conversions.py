@@ -387,41 +387,36 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 _WORK = threading.local()
 
 
-def _work(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+def _work(name: str, shape: tuple[int, ...], dtype: Any, misaligned: bool = False) -> np.ndarray:
     """Per-thread reusable scratch array (uninitialised; reallocated when the shape changes).
 
     Why: allocating several multi-MB temporaries per frame makes glibc hand the memory back to the
     kernel and page-fault it in again on every call (measured ~4x slower at 1280x720 than reusing).
     The back-projection keeps 1 byte per pixel of the largest image per calling thread (the
     unorganised validity mask), plus ~40 bytes per pixel of its largest band (``_MAX_BAND_PIXELS``)
-    per thread that ran a band (this cache and :func:`_work_misaligned`'s together)."""
+    per thread that ran a band.
+
+    ``misaligned``: the data starts 4 bytes past a 64-byte boundary, for ``cv2.merge`` outputs that
+    are read back at once. ``cv2.merge`` writes a destination aligned to its SIMD width with
+    non-temporal (cache bypassing) stores, so records merged into an aligned scratch go to DRAM and
+    the ``np.take`` that compresses them right after reads them back from there (measured at
+    1280x720: merge + take of a band ~1.8 ns/pixel aligned, ~1.1 misaligned). A misaligned
+    destination gets ordinary stores."""
     cache = getattr(_WORK, "arrays", None)
     if cache is None:
         cache = _WORK.arrays = {}
-    a = cache.get(name)
-    if a is None or a.shape != shape or a.dtype != np.dtype(dtype):
-        a = cache[name] = np.empty(shape, dtype)
-    return a
-
-
-def _work_misaligned(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """Per-thread reusable scratch (like :func:`_work`) whose data starts 4 bytes past a 64-byte
-    boundary, for ``cv2.merge`` outputs that are read back at once.
-
-    Why: ``cv2.merge`` writes a destination aligned to its SIMD width with non-temporal (cache
-    bypassing) stores, so records merged into an aligned scratch go to DRAM and the ``np.take`` that
-    compresses them right after reads them back from there (measured at 1280x720: merge + take of a
-    band ~1.8 ns/pixel aligned, ~1.1 misaligned). A misaligned destination gets ordinary stores."""
-    views = getattr(_WORK, "misaligned", None)
-    if views is None:
-        views = _WORK.misaligned = {}
     dt = np.dtype(dtype)
-    a = views.get(name)
+    key = (name, misaligned)
+    a = cache.get(key)
     if a is None or a.shape != shape or a.dtype != dt:
-        nbytes = math.prod(shape) * dt.itemsize
-        raw = np.empty(nbytes + 64, np.uint8)
-        start = (4 - raw.ctypes.data) % 64
-        a = views[name] = raw[start:start + nbytes].view(dt).reshape(shape)
+        if misaligned:
+            nbytes = math.prod(shape) * dt.itemsize
+            raw = np.empty(nbytes + 64, np.uint8)
+            start = (4 - raw.ctypes.data) % 64
+            a = raw[start:start + nbytes].view(dt).reshape(shape)
+        else:
+            a = np.empty(shape, dt)
+        cache[key] = a
     return a
 
 
@@ -614,14 +609,15 @@ def _cloud_records(
     (organised: ``cv2.merge`` straight into the output rows). Unorganised, in two phases: (1) on the
     calling thread, the validity mask and its count per band (the bands' offsets in the output),
     while the workers already prepare their first band's records; (2) per band, on every thread,
-    merge into cache-resident band scratch (see :func:`_work_misaligned`), then one ``np.take`` of the
-    valid records into the band's slice of the output (a fully valid band is merged straight into
-    it). Measured alternatives that lost: phase 1 per band on the pool (slower than serial: it is
-    only ~0.2 ms at 1280x720 with the one-pass mask of :func:`_valid_into`), boolean indexing of the
-    records (~2x slower than ``nonzero`` + ``take``, and it cannot write into the output),
-    ``np.compress`` (same machinery, slower), indices found in phase 1 (no faster, and 8 bytes per
-    pixel kept between the phases), smaller bands (more Python calls per frame), precomputed full ray
-    planes instead of broadcasting (no measurable gain for 8 bytes per pixel of cache)."""
+    merge into cache-resident, deliberately misaligned band scratch (see :func:`_work`), then one
+    ``np.take`` of the valid records into the band's slice of the output (a fully valid band is
+    merged straight into it). Measured alternatives that lost: phase 1 per band on the pool (slower
+    than serial: it is only ~0.2 ms at 1280x720 with the one-pass mask of :func:`_valid_into`),
+    boolean indexing of the records (~2x slower than ``nonzero`` + ``take``, and it cannot write
+    into the output), ``np.compress`` (same machinery, slower), indices found in phase 1 (no faster,
+    and 8 bytes per pixel kept between the phases), smaller bands (more Python calls per frame),
+    precomputed full ray planes instead of broadcasting (no measurable gain for 8 bytes per pixel of
+    cache)."""
     import cv2
 
     depth = np.ascontiguousarray(depth, dtype=np.float32)
@@ -702,7 +698,7 @@ def _cloud_records(
         planes = _band_planes(depth, depth[a:b], a, b, xr, yr, skew, rgb, rows)
         direct = known and layout["counts"][i] == n * w  # every pixel valid: merge into the output
         if not direct:
-            rec = _merge_into(planes, _work_misaligned("band_records", (rows, w, nch), np.float32)[:n])
+            rec = _merge_into(planes, _work("band_records", (rows, w, nch), np.float32, misaligned=True)[:n])
         counted.wait()
         if "out" not in layout:
             return True
