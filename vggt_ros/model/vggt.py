@@ -69,15 +69,17 @@ class VGGT(nn.Module):
 
         ``heads``: the runtime selection (None = every enabled head).
         """
-        def runs(name: str) -> bool:
-            return getattr(self, f"{name}_head") is not None and (heads is None or name in heads)
-
         layers: set[int] = set()
-        if runs("camera"):
+        if self._runs("camera", heads):
             layers.add(self.config.depth - 1)
-        if runs("point") or runs("depth") or (with_tracks and runs("track")):
+        dense = self._runs("point", heads) or self._runs("depth", heads)
+        if dense or (with_tracks and self._runs("track", heads)):
             layers.update(self.config.intermediate_layer_idx)
         return layers
+
+    def _runs(self, name: str, heads: set[str] | frozenset[str] | None) -> bool:
+        """Whether head ``name`` runs: enabled in the config and in the selection (None = all)."""
+        return getattr(self, f"{name}_head") is not None and (heads is None or name in heads)
 
     def _select_heads(self, heads: Iterable[str] | None, with_tracks: bool) -> frozenset[str] | None:
         """Validate a runtime head selection: known names, enabled heads, tracks iff query points."""
@@ -140,7 +142,7 @@ class VGGT(nn.Module):
         selected = self._select_heads(heads, with_tracks=query_points is not None)
 
         def runs(name: str) -> bool:
-            return getattr(self, f"{name}_head") is not None and (selected is None or name in selected)
+            return self._runs(name, selected)
 
         keep = self.required_layers(with_tracks=query_points is not None, heads=selected)
         tokens, patch_start_idx = self.aggregator(images, keep_layers=keep, patch_tokens=patch_tokens)
