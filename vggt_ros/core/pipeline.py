@@ -133,7 +133,6 @@ class _PlacedState:
     conf: np.ndarray
     K_net: np.ndarray
     is_keyframe: bool
-    observations: int = 1  # windows that placed or re-observed it
     variance: float = 1.0  # rotation uncertainty, in units of one window's per-frame prediction noise
     t_variance: float = 1.0  # position uncertainty, world units^2 (per-frame noise ~ the scene depth)
     scene_depth: float = float("nan")  # median confident depth, world units (scale of its window's noise)
@@ -597,7 +596,6 @@ class StreamingPipeline:
             st.world_T_camera = T
             st.variance = st.variance * var_obs / max(st.variance + var_obs, MIN_VARIANCE)
             st.t_variance = st.t_variance * tvar_obs / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
-            st.observations += 1
 
     def _depth_scale_sample(self, metric_depth: np.ndarray, depth_world: np.ndarray, mask: np.ndarray,
                             info: PreprocessInfo) -> None:
