@@ -8,12 +8,12 @@ of a plain memcpy of the same bytes, at 518x392 and 1280x720.
 Rows (per size):
 * depth -> PointCloud2: the fused public path ``depth_to_pointcloud2_fields`` (unorganised, valid
   pixels only, and the organised H x W variant with NaN at invalid pixels), the two-step
-  ``depth_to_points`` + ``pointcloud2_fields``, packing alone, and the floor of the unorganised path
+  ``backproject_depth`` + ``pointcloud2_fields``, packing alone, and the floor of the unorganised path
   (one boolean compress of ready-made 16-byte records: the data-dependent gather any unorganised
   build must do), and for information the same compress and a plain memcpy split over 2 threads
   (what a second core buys on this machine; the 3x baseline stays the single-threaded memcpy).
-* production path: the core ``pipeline.depth_to_points`` (confidence-masked depth, the default stride
-  4 / 20000 points, and full resolution) + colour gather + ``pointcloud2_fields``, exactly what the
+* production path: the core ``pipeline.sampled_depth_points`` (confidence-masked depth, the default
+  stride 4 / 20000 points, and full resolution) + colour gather + ``pointcloud2_fields``, exactly what the
   node and the bag writer run.
 * depth Image + CameraInfo fields (and the rclpy build when rclpy is installed).
 * map voxel update: ``WorldMap.add`` of one full-resolution frame into a map already holding 200k
@@ -28,8 +28,8 @@ same result. Memcpy of the same number of bytes, two ways: ``np.copy`` (fresh al
 functions under test, whose outputs are new arrays owned by the message) and ``np.copyto`` into a
 preallocated buffer; the ratio uses the FASTER of the two (the stricter baseline). Both baselines are
 single-threaded. Best-of-N wall times (min), one numpy thread and ``cv2.setNumThreads(1)``; the
-back-projection rows are given for 1 thread and for its default ``conv.CLOUD_THREADS`` (its own row
-bands on a small thread pool), every other row runs on one thread. The speckle scene (10 % invalid
+back-projection rows are given for 1 thread and for its default ``backprojection.CLOUD_THREADS`` (its
+own row bands on a small thread pool), every other row runs on one thread. The speckle scene (10 % invalid
 pixels at random) is the worst case for the boolean compress; the production rows use a spatially
 smooth confidence field (VGGT confidence is smooth) cut at its 25th percentile, as the pipeline does.
 A memcpy of a buffer that fits the CPU cache (518x392: 2.9 MB) is unrealistically fast, so the
@@ -55,9 +55,23 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vggt_ros.core import pipeline  # noqa: E402
+from vggt_ros.core import backprojection, pipeline  # noqa: E402
+from vggt_ros.core.backprojection import (  # noqa: E402
+    backproject_depth,
+    depth_to_cloud_records,
+    finite_positive_depth_mask,
+)
 from vggt_ros.core.world_map import WorldMap, pack_voxel_keys  # noqa: E402
-from vggt_ros.ros import conversions as conv  # noqa: E402
+from vggt_ros.messages.builders import to_rclpy  # noqa: E402
+from vggt_ros.messages.camera_info import camera_info_fields  # noqa: E402
+from vggt_ros.messages.images import compressed_to_rgb, depth_image_fields, image_to_rgb  # noqa: E402
+from vggt_ros.messages.point_clouds import (  # noqa: E402
+    XYZRGB_FIELDS,
+    depth_to_pointcloud2_fields,
+    pointcloud2_data,
+    pointcloud2_fields,
+    pointcloud2_to_xyz_rgb,
+)
 
 VOXEL = 0.02
 
@@ -178,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     # that the rows do not depend on the order they are measured in.
     depth, rgb, K = scene(1280, 720)
     for organized in (False, True):
-        conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized)
-    conv.pointcloud2_fields(*conv.depth_to_points(depth, K, rgb), 0, "cam")
-    wp, wf = pipeline.depth_to_points(depth, K, 1, 0)
+        depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized)
+    pointcloud2_fields(*backproject_depth(depth, K, rgb), 0, "cam")
+    wp, wf = pipeline.sampled_depth_points(depth, K, 1, 0)
     WorldMap(VOXEL).add(wp, rgb.reshape(-1, 3)[wf])
 
     for w, h in ((518, 392), (1280, 720)):
@@ -188,65 +202,65 @@ def main(argv: list[str] | None = None) -> int:
         depth, rgb, K = scene(w, h)
 
         # --- conversions: depth -> PointCloud2 -----------------------------------------------------
-        fields = conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam")
+        fields = depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam")
         data = fields["data"]
         ref = naive_cloud(depth, K, rgb)
         n_ref = len(ref) // 16  # same cloud (coordinates to float32 rounding: naive is float64)
-        ref_xyz, ref_rgb = conv.pointcloud2_to_xyz_rgb(conv.XYZRGB_FIELDS, 1, n_ref, 16, len(ref), ref)
-        got_xyz, got_rgb = conv.pointcloud2_to_xyz_rgb(fields["fields"], 1, fields["width"], 16,
-                                                        fields["row_step"], data)
+        ref_xyz, ref_rgb = pointcloud2_to_xyz_rgb(XYZRGB_FIELDS, 1, n_ref, 16, len(ref), ref)
+        got_xyz, got_rgb = pointcloud2_to_xyz_rgb(fields["fields"], 1, fields["width"], 16,
+                                                  fields["row_step"], data)
         assert np.allclose(ref_xyz, got_xyz, rtol=1e-6, atol=1e-6), "clouds differ"
         assert np.array_equal(ref_rgb, got_rgb), "cloud colours differ"
-        pts, cols = conv.depth_to_points(depth, K, rgb)
-        assert np.array_equal(conv.pointcloud2_data(pts, cols), data), "two-step and fused paths differ"
+        pts, cols = backproject_depth(depth, K, rgb)
+        assert np.array_equal(pointcloud2_data(pts, cols), data), "two-step and fused paths differ"
         nbytes = data.nbytes
         label = f"{fields['width']} pts, {nbytes / 1e6:.1f} MB"
 
         t_naive = best_ms(lambda depth=depth, K=K, rgb=rgb: naive_cloud(depth, K, rgb), args.naive_repeat)
-        org = conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True)
-        for threads in (1, None):  # None: the default, conv.CLOUD_THREADS (small images: 1)
+        org = depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True)
+        for threads in (1, None):  # None: the default, backprojection.CLOUD_THREADS (small images: 1)
             for organized in (False, True):
-                got = conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized,
-                                                       threads=threads)
+                got = depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized,
+                                                  threads=threads)
                 assert np.array_equal(got["data"], org["data"] if organized else data), "threads differ"
-            used = conv._bands(h, w, conv._cloud_threads(threads))[0]
+            used = backprojection._bands(h, w, backprojection._cloud_threads(threads))[0]
             tag = f"{'default, ' if threads is None else ''}{used} thread{'s' if used > 1 else ''}"
             t_fused = best_ms(lambda depth=depth, K=K, rgb=rgb, threads=threads:
-                              conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", threads=threads), R)
+                              depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", threads=threads), R)
             row(f"depth->PointCloud2 fused, {tag} ({label})", size, t_fused, "naive per-point", t_naive,
                 "10x")
             mem_rows("  same", size, t_fused, nbytes, "3x")
             t_org = best_ms(lambda depth=depth, K=K, rgb=rgb, threads=threads:
-                            conv.depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True,
-                                                             threads=threads), R)
+                            depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=True,
+                                                        threads=threads), R)
             mem_rows(f"  organised {h}x{w}, NaN invalid, {tag}", size, t_org, org["data"].nbytes, "3x")
 
         def two_step(depth=depth, K=K, rgb=rgb):
-            p, c = conv.depth_to_points(depth, K, rgb)
-            return conv.pointcloud2_fields(p, c, 0, "cam")
+            p, c = backproject_depth(depth, K, rgb)
+            return pointcloud2_fields(p, c, 0, "cam")
 
-        mem_rows("  depth_to_points + pointcloud2_fields", size, best_ms(two_step, R), nbytes)
-        mem_rows("    depth_to_points only", size, best_ms(
-            lambda depth=depth, K=K, rgb=rgb: conv.depth_to_points(depth, K, rgb), R), nbytes)
+        mem_rows("  backproject_depth + pointcloud2_fields", size, best_ms(two_step, R), nbytes)
+        mem_rows("    backproject_depth only", size, best_ms(
+            lambda depth=depth, K=K, rgb=rgb: backproject_depth(depth, K, rgb), R), nbytes)
         mem_rows("    pack only (pointcloud2_data)", size, best_ms(
-            lambda pts=pts, cols=cols: conv.pointcloud2_data(pts, cols), R), nbytes, "3x")
-        records = conv.depth_to_cloud_records(depth, K, rgb, organized=True).reshape(-1).view("V16")
-        valid = conv.valid_depth_mask(depth).reshape(-1)
+            lambda pts=pts, cols=cols: pointcloud2_data(pts, cols), R), nbytes, "3x")
+        records = depth_to_cloud_records(depth, K, rgb, organized=True).reshape(-1).view("V16")
+        valid = finite_positive_depth_mask(depth).reshape(-1)
         mem_rows("  floor: bool compress of ready 16-B records", size, best_ms(
             lambda records=records, valid=valid: records[valid], R), nbytes)
         # Information only (never the 3x baseline): what a second thread buys on this machine, for
         # the same compress (each half into its own array) and for a plain copy of the same bytes.
         halves = [(0, len(records) // 2), (len(records) // 2, len(records))]
         mem_rows("  floor, 2 threads: the same compress, two halves", size, best_ms(
-            lambda records=records, valid=valid, halves=halves: conv._run_shared(
+            lambda records=records, valid=valid, halves=halves: backprojection._run_shared(
                 lambda ab: records[ab[0]:ab[1]][valid[ab[0]:ab[1]]], halves, 2), R), nbytes)
         src, dst = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
         cuts = [(0, nbytes // 2), (nbytes // 2, nbytes)]
         mem_rows("  (info) memcpy on 2 threads, np.copyto halves", size, best_ms(
-            lambda src=src, dst=dst, cuts=cuts: conv._run_shared(
+            lambda src=src, dst=dst, cuts=cuts: backprojection._run_shared(
                 lambda ab: np.copyto(dst[ab[0]:ab[1]], src[ab[0]:ab[1]]), cuts, 2), R), nbytes)
         if sensor_msgs is not None:
-            t_rcl = best_ms(lambda f=fields: conv.to_rclpy(sensor_msgs.PointCloud2, f), R)
+            t_rcl = best_ms(lambda f=fields: to_rclpy(sensor_msgs.PointCloud2, f), R)
             mode = "checked" if os.environ.get("ROS_PYTHON_CHECK_FIELDS") == "1" else "unchecked"
             mem_rows(f"  fields->rclpy PointCloud2 ({mode})", size, t_rcl, nbytes)
 
@@ -254,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         masked = confidence_masked(depth)
         for stride, max_points in ((4, 20000), (1, 0)):
             def production(masked=masked, K=K, rgb=rgb, stride=stride, max_points=max_points):
-                p, flat = pipeline.depth_to_points(masked, K, stride, max_points)
+                p, flat = pipeline.sampled_depth_points(masked, K, stride, max_points)
                 # colours gathered as the pipeline does (StreamingPipeline._frame_output)
-                return conv.pointcloud2_fields(p, np.take(rgb.reshape(-1, 3), flat, axis=0), 0, "cam")
+                return pointcloud2_fields(p, np.take(rgb.reshape(-1, 3), flat, axis=0), 0, "cam")
 
             f = production()
             what = f"production stride {stride}, max {max_points} ({f['width']} pts)"
@@ -271,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             mem_rows(what, size, t_prod, f["data"].nbytes, "3x")
             if stride == 1:  # for comparison: the colour gather as 2-D fancy indexing (same result)
                 def production_fancy(masked=masked, K=K, rgb=rgb):
-                    p, flat = pipeline.depth_to_points(masked, K, 1, 0)
-                    return conv.pointcloud2_fields(p, rgb.reshape(-1, 3)[flat], 0, "cam")
+                    p, flat = pipeline.sampled_depth_points(masked, K, 1, 0)
+                    return pointcloud2_fields(p, rgb.reshape(-1, 3)[flat], 0, "cam")
 
                 assert np.array_equal(production_fancy()["data"], f["data"])
                 mem_rows("  same, colours by fancy indexing (not used)", size, best_ms(production_fancy, R),
@@ -280,18 +294,18 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- depth image + CameraInfo ------------------------------------------------------------------
         def depth_msgs(depth=depth, K=K, w=w, h=h):
-            return conv.depth_image_fields(depth, 0, "cam"), conv.camera_info_fields(K, h, w, 0, "cam")
+            return depth_image_fields(depth, 0, "cam"), camera_info_fields(K, h, w, 0, "cam")
 
         mem_rows("depth Image + CameraInfo fields", size, best_ms(depth_msgs, R), depth.nbytes, "3x")
         if sensor_msgs is not None:
             def depth_rclpy(depth=depth, K=K, w=w, h=h):
                 di, ci = depth_msgs(depth, K, w, h)
-                return conv.to_rclpy(sensor_msgs.Image, di), conv.to_rclpy(sensor_msgs.CameraInfo, ci)
+                return to_rclpy(sensor_msgs.Image, di), to_rclpy(sensor_msgs.CameraInfo, ci)
 
             mem_rows("  + rclpy Image/CameraInfo build", size, best_ms(depth_rclpy, R), depth.nbytes)
 
         # --- map voxel update ---------------------------------------------------------------------------
-        mp, flat = pipeline.depth_to_points(depth, K, 1, 0)
+        mp, flat = pipeline.sampled_depth_points(depth, K, 1, 0)
         mc = rgb.reshape(-1, 3)[flat]
         rng = np.random.default_rng(3)
         base_p = rng.uniform(-4, 4, (200_000, 3)).astype(np.float32)
@@ -319,17 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     size = f"{w}x{h}"
     rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
     raw = rgb.tobytes()
-    mem_rows("image decode rgb8", size, best_ms(lambda: conv.image_to_rgb("rgb8", h, w, 3 * w, raw), R),
+    mem_rows("image decode rgb8", size, best_ms(lambda: image_to_rgb("rgb8", h, w, 3 * w, raw), R),
              len(raw))
     padded = np.zeros((h, 3 * w + 64), np.uint8)
     padded[:, : 3 * w] = rgb[:, :, ::-1].reshape(h, -1)
     pbytes = padded.tobytes()
     mem_rows("image decode bgr8, padded step", size,
-             best_ms(lambda: conv.image_to_rgb("bgr8", h, w, 3 * w + 64, pbytes), R), len(raw))
+             best_ms(lambda: image_to_rgb("bgr8", h, w, 3 * w + 64, pbytes), R), len(raw))
     yy, xx = np.mgrid[0:h, 0:w]
     smooth = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
     jpeg = cv2.imencode(".jpg", smooth, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    t_jpeg = best_ms(lambda: conv.compressed_to_rgb("jpeg", jpeg), R)
+    t_jpeg = best_ms(lambda: compressed_to_rgb("jpeg", jpeg), R)
     t_jpeg_cv = best_ms(lambda: cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), R)
     row("CompressedImage jpeg decode", size, t_jpeg, "bare cv2.imdecode", t_jpeg_cv)
 
@@ -339,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     from vggt_ros.model import preprocessing
 
     torch.set_num_threads(1)
-    frame = conv.compressed_to_rgb("jpeg", jpeg)
+    frame = compressed_to_rgb("jpeg", jpeg)
     t_pre = best_ms(lambda: preprocessing.preprocess_images([frame], "crop", 518), R)
     t_pre_u8 = best_ms(lambda: preprocessing.preprocess_images_uint8([frame], "crop", 518), R)
     new_w, new_h = 518, round(h * (518 / w) / 14) * 14

@@ -56,11 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vggt_ros.core.config import PipelineConfig  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
 from vggt_ros.core.pipeline import StreamingPipeline  # noqa: E402
+from vggt_ros.messages.camera_info import camera_info_fields  # noqa: E402
+from vggt_ros.messages.images import depth_image_fields  # noqa: E402
+from vggt_ros.messages.point_clouds import pointcloud2_fields  # noqa: E402
+from vggt_ros.messages.poses import odometry_fields  # noqa: E402
 from vggt_ros.model.config import VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine  # noqa: E402
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, fill_state_dict  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
-from vggt_ros.ros import conversions as conv  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 
 GOLDEN_CONFIGS = Path(__file__).resolve().parents[1] / "test" / "data" / "golden" / "configs.json"
@@ -134,10 +137,10 @@ def publish_fields(out) -> int:
     n = 0
     for fo in out.frames:
         hd, wd = fo.depth.shape
-        conv.depth_image_fields(fo.depth, fo.stamp_ns, fo.frame_id)
-        conv.camera_info_fields(fo.depth_intrinsics, hd, wd, fo.stamp_ns, fo.frame_id)
-        conv.pointcloud2_fields(fo.points, fo.colors, fo.stamp_ns, fo.frame_id)
-        conv.odometry_fields(fo.world_T_camera, fo.stamp_ns, "map", fo.frame_id)
+        depth_image_fields(fo.depth, fo.stamp_ns, fo.frame_id)
+        camera_info_fields(fo.depth_intrinsics, hd, wd, fo.stamp_ns, fo.frame_id)
+        pointcloud2_fields(fo.points, fo.colors, fo.stamp_ns, fo.frame_id)
+        odometry_fields(fo.world_T_camera, fo.stamp_ns, "map", fo.frame_id)
         n += 1
     return n
 

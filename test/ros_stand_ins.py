@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from vggt_ros.ros import conversions as conv
+from vggt_ros.messages.builders import to_rclpy
+from vggt_ros.messages.poses import transform_stamped_fields
+from vggt_ros.messages.tracks import keypoint_tracks_schema
 
 
 class RecordingTfBroadcaster:
@@ -52,22 +54,20 @@ class FunctionTfBuffer:
             raise LookupFailed(f"no transform {target} <- {source}")
         T = self.transforms[(target, source)]
         T = T(stamp_ns) if callable(T) else T
-        return conv.to_rclpy(TransformStamped, conv.transform_stamped_fields(np.asarray(T), stamp_ns, target,
-                                                                              source))
+        return to_rclpy(TransformStamped, transform_stamped_fields(np.asarray(T), stamp_ns, target,
+                                                                   source))
 
 
-# Field types of msg/KeypointTracks.msg as rosidl would generate them.
-KEYPOINT_TRACKS_FIELD_TYPES = {
-    "header": "std_msgs/Header",
-    "stamps": "sequence<builtin_interfaces/Time>",
-    "query_frame_index": "uint32",
-    "track_ids": "sequence<int64>",
-    "num_frames": "uint32",
-    "num_tracks": "uint32",
-    "positions": "sequence<float>",
-    "visibility": "sequence<float>",
-    "confidence": "sequence<float>",
+# .msg field type -> the type name rosidl generates for it (only the types KeypointTracks uses).
+_ROSIDL_TYPES = {
+    "std_msgs/Header": "std_msgs/Header",
+    "builtin_interfaces/Time[]": "sequence<builtin_interfaces/Time>",
+    "uint32": "uint32",
+    "int64[]": "sequence<int64>",
+    "float32[]": "sequence<float>",
 }
+# Field types of msg/KeypointTracks.msg as rosidl would generate them, read from the .msg itself.
+KEYPOINT_TRACKS_FIELD_TYPES = {name: _ROSIDL_TYPES[ftype] for ftype, name in keypoint_tracks_schema()}
 
 
 class KeypointTracks:

@@ -95,7 +95,8 @@ def test_several_image_topics_need_a_choice(tmp_path, capsys):
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from vggt_ros.ros.conversions import rgb_image_fields, to_rosbags
+    from vggt_ros.messages.builders import to_rosbags
+    from vggt_ros.messages.images import rgb_image_fields
 
     ts = get_typestore(Stores.ROS2_JAZZY)
     path = tmp_path / "two_cams"

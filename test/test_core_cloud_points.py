@@ -1,11 +1,11 @@
-"""The core's per-frame cloud (pipeline.depth_to_points / cloud_pixels) against a per-pixel reference."""
+"""The core's per-frame cloud (pipeline.sampled_depth_points / cloud_pixels) against a per-pixel reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vggt_ros.core.pipeline import cloud_pixels, depth_to_points
+from vggt_ros.core.pipeline import cloud_pixels, sampled_depth_points
 
 
 def _reference(depth: np.ndarray, K: np.ndarray, stride: int,
@@ -37,10 +37,10 @@ def _depth(h: int, w: int, seed: int, dtype=np.float32) -> np.ndarray:
 
 @pytest.mark.parametrize("stride,max_points,skew", [(1, 0, 0.0), (3, 0, 0.0), (2, 40, 0.0), (1, 25, 1.5),
                                                      (4, 7, 0.0)])
-def test_depth_to_points_matches_per_pixel_reference(stride: int, max_points: int, skew: float) -> None:
+def test_sampled_depth_points_matches_per_pixel_reference(stride: int, max_points: int, skew: float) -> None:
     depth = _depth(23, 37, seed=stride * 10 + max_points)
     K = np.array([[31.0, skew, 17.3], [0.0, 29.0, 10.8], [0.0, 0.0, 1.0]])
-    pts, flat = depth_to_points(depth, K, stride, max_points)
+    pts, flat = sampled_depth_points(depth, K, stride, max_points)
     ref_pts, ref_flat = _reference(depth, K, stride, max_points)
     np.testing.assert_array_equal(flat, ref_flat)
     assert pts.dtype == np.float32 and pts.shape == ref_pts.shape
@@ -49,12 +49,12 @@ def test_depth_to_points_matches_per_pixel_reference(stride: int, max_points: in
     np.testing.assert_array_equal(v * depth.shape[1] + u, ref_flat)
 
 
-def test_depth_to_points_edge_cases() -> None:
+def test_sampled_depth_points_edge_cases() -> None:
     K = np.array([[10.0, 0, 2.0], [0, 10.0, 1.0], [0, 0, 1]])
-    pts, flat = depth_to_points(np.full((4, 5), np.nan, np.float32), K, 1, 0)
+    pts, flat = sampled_depth_points(np.full((4, 5), np.nan, np.float32), K, 1, 0)
     assert pts.shape == (0, 3) and pts.dtype == np.float32 and flat.shape == (0,)
     depth64 = _depth(9, 11, seed=5, dtype=np.float64)  # float64 depth: same rule, float32 points
-    pts, flat = depth_to_points(depth64, K, 2, 0)
+    pts, flat = sampled_depth_points(depth64, K, 2, 0)
     ref_pts, ref_flat = _reference(depth64, K, 2, 0)
     np.testing.assert_array_equal(flat, ref_flat)
     np.testing.assert_array_equal(pts, ref_pts)

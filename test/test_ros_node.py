@@ -28,7 +28,18 @@ from ros_stand_ins import (  # noqa: E402
 
 from vggt_ros.core.frames import REP103_R_OPTICAL, invert_pose  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
-from vggt_ros.ros import conversions as conv  # noqa: E402
+from vggt_ros.messages.builders import to_rclpy  # noqa: E402
+from vggt_ros.messages.camera_info import camera_info_fields, camera_info_msg_to_intrinsics  # noqa: E402
+from vggt_ros.messages.images import (  # noqa: E402
+    depth_image_fields,
+    depth_msg_to_array,
+    image_msg_to_rgb,
+    rgb_image_fields,
+)
+from vggt_ros.messages.point_clouds import pointcloud2_msg_to_xyz_rgb  # noqa: E402
+from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix  # noqa: E402
+from vggt_ros.messages.stamps import header_fields, stamp_ns_of  # noqa: E402
+from vggt_ros.messages.tracks import keypoint_tracks_msg_to_output  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 
 H, W = 120, 160
@@ -145,13 +156,13 @@ class Harness:
              wait: bool = True, frame_id: str = CAM) -> None:
         received = self.node.pipeline.counters()["received"] + self.node.stats().get("rejected_messages", 0)
         if K is not None:
-            self.info_pub.publish(conv.to_rclpy(self.CameraInfo, conv.camera_info_fields(
+            self.info_pub.publish(to_rclpy(self.CameraInfo, camera_info_fields(
                 K, rgb.shape[0], rgb.shape[1], stamp_ns, frame_id)))
-        fields = conv.rgb_image_fields(rgb, stamp_ns, frame_id) if rgb.size else {
-            "header": conv.header_fields(stamp_ns, frame_id), "height": 0, "width": 0, "encoding": "rgb8",
+        fields = rgb_image_fields(rgb, stamp_ns, frame_id) if rgb.size else {
+            "header": header_fields(stamp_ns, frame_id), "height": 0, "width": 0, "encoding": "rgb8",
             "step": 0, "data": np.zeros(0, np.uint8)}
         fields["encoding"] = encoding
-        self.image_pub.publish(conv.to_rclpy(self.Image, fields))
+        self.image_pub.publish(to_rclpy(self.Image, fields))
         if wait:
             wait_for(lambda: self.node.pipeline.counters()["received"]
                      + self.node.stats().get("rejected_messages", 0) > received, 5.0, f"image {stamp_ns}")
@@ -161,11 +172,11 @@ class Harness:
         import cv2
 
         received = self.node.pipeline.counters()["received"]
-        self.depth_pub.publish(conv.to_rclpy(self.Image, conv.depth_image_fields(depth, stamp_ns, CAM)))
+        self.depth_pub.publish(to_rclpy(self.Image, depth_image_fields(depth, stamp_ns, CAM)))
         ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
         assert ok
-        self.compressed_pub.publish(conv.to_rclpy(self.CompressedImage, {
-            "header": conv.header_fields(stamp_ns, CAM), "format": "jpeg", "data": jpeg.reshape(-1)}))
+        self.compressed_pub.publish(to_rclpy(self.CompressedImage, {
+            "header": header_fields(stamp_ns, CAM), "format": "jpeg", "data": jpeg.reshape(-1)}))
         wait_for(lambda: self.node.pipeline.counters()["received"] > received, 5.0, f"rgbd {stamp_ns}")
 
     def play(self, seq: Any, indices: Any, wait: bool = True, period: float = 0.0) -> None:
@@ -259,53 +270,53 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
         stamps = [int(s) for s in seq.stamps_ns]
         wait_for(lambda: len(h.got("depth/image")) == 12 and len(h.got("points")) == 12
                  and len(h.got("odometry")) == 12 and len(h.got("depth/rgb")) == 12, 30.0, h.state)
-        wait_for(lambda: len(h.got("map")) >= 1 and conv.stamp_ns_of(h.got("map")[-1]) == stamps[-1]
+        wait_for(lambda: len(h.got("map")) >= 1 and stamp_ns_of(h.got("map")[-1]) == stamps[-1]
                  and len(h.got("diag")) >= 1, 5.0, "map of all frames and diagnostics")
         idx = {s: i for i, s in enumerate(stamps)}
 
         # depth: REP 118, source stamps in order, metres (fixed scale) against ground truth
         depths = h.got("depth/image")
-        assert [conv.stamp_ns_of(m) for m in depths] == stamps
+        assert [stamp_ns_of(m) for m in depths] == stamps
         for m in depths:
             assert (m.header.frame_id, m.encoding, m.height, m.width, m.step) == (CAM, "32FC1", H, W, 4 * W)
-            d = conv.depth_msg_to_array(m)
-            gt = seq.depth[idx[conv.stamp_ns_of(m)]]
+            d = depth_msg_to_array(m)
+            gt = seq.depth[idx[stamp_ns_of(m)]]
             ok = np.isfinite(d)
             assert ok.mean() > 0.9
             assert np.median(np.abs(d[ok] - gt[ok]) / gt[ok]) < 0.01
         infos = h.got("depth/camera_info")
-        assert [conv.stamp_ns_of(m) for m in infos] == stamps
+        assert [stamp_ns_of(m) for m in infos] == stamps
         for m in infos:
-            K, hw = conv.camera_info_msg_to_intrinsics(m)
+            K, hw = camera_info_msg_to_intrinsics(m)
             assert hw == (H, W) and m.header.frame_id == CAM
             np.testing.assert_allclose(K, seq.K, atol=1e-6)
         for m in h.got("depth/confidence"):
             assert (m.encoding, m.height, m.width) == ("32FC1", H, W)
         for m in h.got("depth/rgb"):
-            np.testing.assert_array_equal(conv.image_msg_to_rgb(m), seq.rgb[idx[conv.stamp_ns_of(m)]])
+            np.testing.assert_array_equal(image_msg_to_rgb(m), seq.rgb[idx[stamp_ns_of(m)]])
 
         # poses: odometry, path and TF in the map frame (= first camera), metres
         for m in h.got("odometry"):
             assert (m.header.frame_id, m.child_frame_id) == ("map", CAM)
-            T = conv.pose_msg_to_matrix(m.pose.pose)
-            gt = seq.world_T_camera[idx[conv.stamp_ns_of(m)]]
+            T = pose_msg_to_matrix(m.pose.pose)
+            gt = seq.world_T_camera[idx[stamp_ns_of(m)]]
             assert np.linalg.norm(T[:3, 3] - gt[:3, 3]) < 5e-3
             assert rot_err_deg(T, gt) < 0.2
         path = h.got("path")[-1]
-        assert [conv.stamp_ns_of(p) for p in path.poses] == stamps and path.header.frame_id == "map"
+        assert [stamp_ns_of(p) for p in path.poses] == stamps and path.header.frame_id == "map"
         tfs = h.broadcaster.snapshot()
-        assert [conv.stamp_ns_of(t) for t in tfs] == stamps
+        assert [stamp_ns_of(t) for t in tfs] == stamps
         for t in tfs:
             assert (t.header.frame_id, t.child_frame_id) == ("map", CAM)
-            gt = seq.world_T_camera[idx[conv.stamp_ns_of(t)]]
-            np.testing.assert_allclose(conv.transform_msg_to_matrix(t.transform)[:3, 3], gt[:3, 3], atol=5e-3)
+            gt = seq.world_T_camera[idx[stamp_ns_of(t)]]
+            np.testing.assert_allclose(transform_msg_to_matrix(t.transform)[:3, 3], gt[:3, 3], atol=5e-3)
 
         # per-frame cloud: camera frame, every point re-projects onto its depth pixel
         for m in h.got("points"):
-            assert m.header.frame_id == CAM and conv.stamp_ns_of(m) in idx
-            xyz, rgb = conv.pointcloud2_msg_to_xyz_rgb(m)
+            assert m.header.frame_id == CAM and stamp_ns_of(m) in idx
+            xyz, rgb = pointcloud2_msg_to_xyz_rgb(m)
             assert len(xyz) > 100 and rgb is not None
-            gt = seq.depth[idx[conv.stamp_ns_of(m)]]
+            gt = seq.depth[idx[stamp_ns_of(m)]]
             uv = xyz[:, :2] / xyz[:, 2:3] * np.diag(seq.K)[:2] + seq.K[:2, 2]
             u, v = np.rint(uv[:, 0]).astype(int), np.rint(uv[:, 1]).astype(int)
             assert np.allclose(uv, np.stack([u, v], 1), atol=1e-3)
@@ -314,7 +325,7 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
         # map: transient local, map frame, newest source stamp, points on the scene surfaces
         m = h.got("map")[-1]
         assert m.header.frame_id == "map"
-        xyz, _ = conv.pointcloud2_msg_to_xyz_rgb(m)
+        xyz, _ = pointcloud2_msg_to_xyz_rgb(m)
         assert len(xyz) > 500 and len(xyz) == len(h.node.pipeline.world_map)
         front = xyz[:, 2] > 0.1
         uv = xyz[front, :2] / xyz[front, 2:3] * np.diag(seq.K)[:2] + seq.K[:2, 2]
@@ -330,8 +341,8 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
         tracks = h.tracks_pub.snapshot()
         assert len(tracks) == 3
         for t in tracks:
-            out = conv.keypoint_tracks_msg_to_output(t)
-            assert set(out.stamps_ns) <= set(stamps) and conv.stamp_ns_of(t) == out.stamps_ns[-1]
+            out = keypoint_tracks_msg_to_output(t)
+            assert set(out.stamps_ns) <= set(stamps) and stamp_ns_of(t) == out.stamps_ns[-1]
             assert out.positions.shape == (6, 16, 2) and out.frame_id == CAM
 
         # diagnostics: metric, counts, device
@@ -406,7 +417,7 @@ def test_bad_input_keeps_node_up_and_is_counted(ctx):
         time.sleep(0.6)  # a window in flight finishes
         # published frames first, counters second: a frame still pending when the counters are read
         # cannot have been published already, so the sum below never counts a frame twice
-        out = [conv.stamp_ns_of(m) for m in h.got("depth/image")]
+        out = [stamp_ns_of(m) for m in h.got("depth/image")]
         c, s = h.node.pipeline.counters(), h.node.stats()
         assert s["rejected_unsupported_encoding"] == 1 and s["rejected_bad_image"] == 1
         assert s["rejected_messages"] == 2
@@ -455,15 +466,15 @@ def test_base_frame_tf_composition(ctx, seq, map_to_odom):
         h.play(seq, range(6))
         wait_for(lambda: len(h.got("odometry")) == 6 and len(h.got("map")) >= 1, 15.0, "6 poses and a map")
         tfs = h.broadcaster.snapshot()
-        assert [conv.stamp_ns_of(t) for t in tfs] == [int(s) for s in seq.stamps_ns[:6]]
+        assert [stamp_ns_of(t) for t in tfs] == [int(s) for s in seq.stamps_ns[:6]]
         for t in tfs:
-            T = conv.transform_msg_to_matrix(t.transform)
+            T = transform_msg_to_matrix(t.transform)
             if map_to_odom:
                 assert (t.header.frame_id, t.child_frame_id) == ("map", "odom")
                 np.testing.assert_allclose(T, invert_pose(D), atol=5e-3)
             else:
                 assert (t.header.frame_id, t.child_frame_id) == ("odom", "base_link")
-                expected = B @ seq.world_T_camera[idx[conv.stamp_ns_of(t)]] @ invert_pose(B)
+                expected = B @ seq.world_T_camera[idx[stamp_ns_of(t)]] @ invert_pose(B)
                 np.testing.assert_allclose(T, expected, atol=5e-3)
         world = "map" if map_to_odom else "odom"
         for m in h.got("odometry"):
@@ -471,7 +482,7 @@ def test_base_frame_tf_composition(ctx, seq, map_to_odom):
         assert h.got("map")[-1].header.frame_id == world
         # the map is in the base frame at the first keyframe: moved back into camera 0 it lies on the
         # surfaces that camera sees
-        xyz, _ = conv.pointcloud2_msg_to_xyz_rgb(h.got("map")[-1])
+        xyz, _ = pointcloud2_msg_to_xyz_rgb(h.got("map")[-1])
         cam0 = xyz.astype(np.float64) @ invert_pose(B)[:3, :3].T + invert_pose(B)[:3, 3]
         front = cam0[:, 2] > 0.1
         uv = cam0[front, :2] / cam0[front, 2:3] * np.diag(seq.K)[:2] + seq.K[:2, 2]
@@ -496,12 +507,12 @@ def test_compressed_rgbd_stream_gets_metric_depth_from_the_depth_topic(ctx, seq)
         idx = {int(s): i for i, s in enumerate(seq.stamps_ns)}
         for m in h.got("depth/image"):
             assert m.header.frame_id == "override_optical"  # the camera_frame parameter wins
-            d, gt = conv.depth_msg_to_array(m), seq.depth[idx[conv.stamp_ns_of(m)]]
+            d, gt = depth_msg_to_array(m), seq.depth[idx[stamp_ns_of(m)]]
             ok = np.isfinite(d)
             assert ok.mean() > 0.9 and np.median(np.abs(d[ok] - gt[ok]) / gt[ok]) < 0.01
         for m in h.got("odometry"):  # metric poses in the first camera's frame
-            gt = seq.world_T_camera[idx[conv.stamp_ns_of(m)]]
-            assert np.linalg.norm(conv.pose_msg_to_matrix(m.pose.pose)[:3, 3] - gt[:3, 3]) < 0.01
+            gt = seq.world_T_camera[idx[stamp_ns_of(m)]]
+            assert np.linalg.norm(pose_msg_to_matrix(m.pose.pose)[:3, 3] - gt[:3, 3]) < 0.01
     finally:
         h.close()
 
@@ -528,7 +539,7 @@ def test_oom_shrinks_the_window_and_keeps_running(ctx, seq):
         assert s["oom_events"] == 2 and s["frames_dropped_oom"] == 2
         assert h.node.diagnostics_values()["max_window_frames"] == 4
         assert pred.sizes[:3] == [6, 5, 4] and max(pred.sizes[3:]) <= 4
-        out = [conv.stamp_ns_of(m) for m in h.got("depth/image")]
+        out = [stamp_ns_of(m) for m in h.got("depth/image")]
         assert out == [int(x) for x in seq.stamps_ns[2:]]
     finally:
         h.close()
@@ -544,12 +555,12 @@ def test_small_random_vggt_on_cpu_end_to_end(ctx, seq):
         wait_for(lambda: len(h.got("depth/image")) >= 3, 40.0, "bootstrap window of the tiny VGGT")
         for m in h.got("depth/image"):
             assert (m.encoding, m.height, m.width, m.header.frame_id) == ("32FC1", H // 2, W // 2, CAM)
-            assert conv.stamp_ns_of(m) in set(int(s) for s in seq.stamps_ns[:4])
+            assert stamp_ns_of(m) in set(int(s) for s in seq.stamps_ns[:4])
         infos = h.got("depth/camera_info")
         wait_for(lambda: len(h.got("depth/camera_info")) >= 3, 5.0, "depth camera info")
         infos = h.got("depth/camera_info")
         assert (infos[0].height, infos[0].width) == (H // 2, W // 2)
-        assert [conv.stamp_ns_of(m) for m in infos] == [conv.stamp_ns_of(m) for m in h.got("depth/image")][
+        assert [stamp_ns_of(m) for m in infos] == [stamp_ns_of(m) for m in h.got("depth/image")][
             :len(infos)]
         # tracks follow the window's frames on the worker thread: wait, the depth images may be ahead
         wait_for(lambda: len(h.tracks_pub.snapshot()) >= 1, 10.0, "tracks of the bootstrap window")

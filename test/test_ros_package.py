@@ -22,7 +22,15 @@ import pytest
 import yaml
 
 from vggt_ros.core.types import TrackOutput
-from vggt_ros.ros import conversions as conv
+from vggt_ros.messages.builders import to_rclpy, to_rosbags
+from vggt_ros.messages.tracks import (
+    KEYPOINT_TRACKS_TYPE,
+    keypoint_tracks_fields,
+    keypoint_tracks_msg_path,
+    keypoint_tracks_msg_text,
+    keypoint_tracks_msg_to_output,
+    register_custom_types,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG = ROOT / "msg" / "KeypointTracks.msg"
@@ -52,8 +60,9 @@ def assert_tracks_equal(a: TrackOutput, b: TrackOutput) -> None:
 # ------------------------------------------------------------------------------------------ message
 
 
-def test_msg_file_is_the_embedded_definition():
-    assert MSG.read_text() == conv.KEYPOINT_TRACKS_MSG
+def test_msg_file_is_the_registered_definition():
+    assert keypoint_tracks_msg_path() == MSG.resolve()
+    assert MSG.read_text() == keypoint_tracks_msg_text()
 
 
 def test_msg_fields_and_layout_documented():
@@ -79,10 +88,10 @@ def test_msg_parsed_by_rosbags_roundtrip():
     ts = get_typestore(Stores.ROS2_JAZZY)
     ts.register(get_types_from_msg(MSG.read_text(), "vggt_ros/msg/KeypointTracks"))
     ref = tracks()
-    msg = conv.to_rosbags(ts, "vggt_ros/msg/KeypointTracks", conv.keypoint_tracks_fields(ref))
+    msg = to_rosbags(ts, "vggt_ros/msg/KeypointTracks", keypoint_tracks_fields(ref))
     raw = ts.serialize_cdr(msg, "vggt_ros/msg/KeypointTracks")
     assert_tracks_equal(
-        conv.keypoint_tracks_msg_to_output(ts.deserialize_cdr(raw, "vggt_ros/msg/KeypointTracks")), ref
+        keypoint_tracks_msg_to_output(ts.deserialize_cdr(raw, "vggt_ros/msg/KeypointTracks")), ref
     )
 
 
@@ -93,13 +102,13 @@ def test_msg_in_mcap_decoded_by_mcap_ros2(tmp_path):
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    conv.register_custom_types(ts)
-    conv.register_custom_types(ts)  # idempotent
+    register_custom_types(ts)
+    register_custom_types(ts)  # idempotent
     ref = tracks()
     with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        con = writer.add_connection("/vggt/tracks", conv.KEYPOINT_TRACKS_TYPE, typestore=ts)
-        msg = conv.to_rosbags(ts, conv.KEYPOINT_TRACKS_TYPE, conv.keypoint_tracks_fields(ref))
-        writer.write(con, ref.stamps_ns[-1], ts.serialize_cdr(msg, conv.KEYPOINT_TRACKS_TYPE))
+        con = writer.add_connection("/vggt/tracks", KEYPOINT_TRACKS_TYPE, typestore=ts)
+        msg = to_rosbags(ts, KEYPOINT_TRACKS_TYPE, keypoint_tracks_fields(ref))
+        writer.write(con, ref.stamps_ns[-1], ts.serialize_cdr(msg, KEYPOINT_TRACKS_TYPE))
     (path,) = (tmp_path / "bag").glob("*.mcap")
     with open(path, "rb") as fh:
         decoded = [
@@ -109,7 +118,7 @@ def test_msg_in_mcap_decoded_by_mcap_ros2(tmp_path):
     assert len(decoded) == 1
     schema, msg = decoded[0]
     assert schema.name == "vggt_ros/msg/KeypointTracks" and schema.encoding == "ros2msg"
-    assert_tracks_equal(conv.keypoint_tracks_msg_to_output(msg), ref)
+    assert_tracks_equal(keypoint_tracks_msg_to_output(msg), ref)
 
 
 def test_msg_compiles_with_rosidl_and_fills_rclpy_class(tmp_path):
@@ -148,9 +157,9 @@ def test_msg_compiles_with_rosidl_and_fills_rclpy_class(tmp_path):
     assert cls.get_fields_and_field_types()["positions"] == "sequence<float>"
     assert os.environ.get("ROS_PYTHON_CHECK_FIELDS") == "1"
     ref = tracks()
-    msg = conv.to_rclpy(cls, conv.keypoint_tracks_fields(ref))
+    msg = to_rclpy(cls, keypoint_tracks_fields(ref))
     assert msg.positions.typecode == "f" and msg.track_ids.typecode == "q"
-    assert_tracks_equal(conv.keypoint_tracks_msg_to_output(msg), ref)
+    assert_tracks_equal(keypoint_tracks_msg_to_output(msg), ref)
     with pytest.raises(AssertionError):  # strict checks really are on for this class
         msg.num_frames = 1.5
 

@@ -30,16 +30,10 @@ import numpy as np
 
 from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.groundtruth import GroundTruth, compose_tf_path, parse_gt_topic_spec
-from vggt_ros.ros.conversions import (
-    UncalibratedCamera,
-    UnsupportedEncoding,
-    camera_info_to_intrinsics,
-    depth_msg_to_array,
-    image_msg_to_rgb,
-    pose_msg_to_matrix,
-    stamp_to_ns,
-    transform_msg_to_matrix,
-)
+from vggt_ros.messages.camera_info import UncalibratedCamera, camera_info_to_intrinsics
+from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
+from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix
+from vggt_ros.messages.stamps import stamp_to_ns
 
 logger = logging.getLogger(__name__)
 

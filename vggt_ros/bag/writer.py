@@ -2,7 +2,7 @@
 
 Why a bag: the replay's results can be inspected with the same tools as a live run (Foxglove, RViz
 via ``ros2 bag play``), and an independent decoder (mcap_ros2) can check them. Messages are built
-with :mod:`vggt_ros.ros.conversions` (the node's own field builders), serialised with the ROS 2
+with :mod:`vggt_ros.messages` (the node's own field builders), serialised with the ROS 2
 Jazzy typestore plus ``vggt_ros/msg/KeypointTracks``. Log time = header stamp = the input frame's
 stamp, so the output lines up with the input bag.
 
@@ -23,22 +23,13 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.core.types import FrameOutput, WindowOutput
-from vggt_ros.ros.conversions import (
-    KEYPOINT_TRACKS_TYPE,
-    camera_info_fields,
-    confidence_image_fields,
-    depth_image_fields,
-    diagnostic_array_fields,
-    diagnostic_status_fields,
-    keypoint_tracks_fields,
-    odometry_fields,
-    path_fields,
-    pointcloud2_fields,
-    register_custom_types,
-    rgb_image_fields,
-    to_rosbags,
-    transform_stamped_fields,
-)
+from vggt_ros.messages.builders import to_rosbags
+from vggt_ros.messages.camera_info import camera_info_fields
+from vggt_ros.messages.diagnostics import diagnostic_array_fields, diagnostic_status_fields
+from vggt_ros.messages.images import confidence_image_fields, depth_image_fields, rgb_image_fields
+from vggt_ros.messages.point_clouds import pointcloud2_fields
+from vggt_ros.messages.poses import odometry_fields, path_fields, transform_stamped_fields
+from vggt_ros.messages.tracks import KEYPOINT_TRACKS_TYPE, keypoint_tracks_fields, register_custom_types
 
 logger = logging.getLogger(__name__)
 

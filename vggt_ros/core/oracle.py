@@ -155,7 +155,7 @@ def _in_box(uv: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.nd
     return (uv[:, 0] > x0) & (uv[:, 0] < x1) & (uv[:, 1] > y0) & (uv[:, 1] < y1)
 
 
-def _depth_to_points(depth: np.ndarray, K: np.ndarray, win_T_cam: np.ndarray) -> np.ndarray:
+def _depth_to_window_points(depth: np.ndarray, K: np.ndarray, win_T_cam: np.ndarray) -> np.ndarray:
     """Points [H, W, 3] float32 in the window frame of a z-depth map (integer pixel centres).
 
     Component-wise float32 arithmetic: much faster than [N, 3] @ [3, 3] matmuls on big maps.
@@ -328,7 +328,7 @@ class OraclePredictor:
         win_T_cam[0] = np.eye(4)
 
         # Scale: VGGT's normalisation (mean distance of valid points in the window frame) x random factor.
-        pts_metric = np.stack([_depth_to_points(depth_m[i], K_net[i], win_T_cam[i]) for i in range(S)])
+        pts_metric = np.stack([_depth_to_window_points(depth_m[i], K_net[i], win_T_cam[i]) for i in range(S)])
         mean_dist = 1.0
         if self.normalize_scale:
             if valid.any():
@@ -364,7 +364,7 @@ class OraclePredictor:
 
         if pose_noisy or self.depth_noise > 0:
             world_points = np.stack(
-                [_depth_to_points(depth[i], K_net[i], win_T_cam_scaled[i]) for i in range(S)])
+                [_depth_to_window_points(depth[i], K_net[i], win_T_cam_scaled[i]) for i in range(S)])
         else:
             world_points = pts_metric * np.float32(factor)
         world_points *= valid[..., None]

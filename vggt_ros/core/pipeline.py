@@ -197,8 +197,8 @@ def cloud_pixels(valid: np.ndarray, stride: int, max_points: int) -> tuple[np.nd
     return r, c
 
 
-def depth_to_points(depth: np.ndarray, K: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray,
-                                                                                             np.ndarray]:
+def sampled_depth_points(depth: np.ndarray, K: np.ndarray, stride: int,
+                         max_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Camera-frame points ``[N, 3]`` float32 of finite depth pixels (every ``stride``-th), and flat ids.
 
     Float64 ray arithmetic (skew honoured) rounded once to float32. Why this shape: the products are
@@ -652,7 +652,7 @@ class StreamingPipeline:
                 self._counters.add("point_head_missing")
                 self._rl.warning("point_head_missing", "points_source point_head, but the predictor "
                                  "returned no world_points: points from depth instead")
-            points, flat = depth_to_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
+            points, flat = sampled_depth_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
         colors = np.take(rgb.reshape(-1, 3), flat, axis=0)  # faster than fancy indexing of rows
         return FrameOutput(
             stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,

@@ -37,7 +37,26 @@ import numpy as np
 
 from vggt_ros.core.frames import invert_pose, world_T_optical_world
 from vggt_ros.core.types import Frame, WindowOutput
-from vggt_ros.ros import conversions as conv
+from vggt_ros.messages.builders import to_rclpy
+from vggt_ros.messages.camera_info import camera_info_fields, camera_info_msg_to_intrinsics
+from vggt_ros.messages.diagnostics import diagnostic_array_fields, diagnostic_status_fields
+from vggt_ros.messages.images import (
+    UnsupportedEncoding,
+    confidence_image_fields,
+    depth_image_fields,
+    depth_msg_to_array,
+    image_msg_to_rgb,
+    rgb_image_fields,
+)
+from vggt_ros.messages.point_clouds import pointcloud2_fields
+from vggt_ros.messages.poses import (
+    odometry_fields,
+    path_fields,
+    transform_msg_to_matrix,
+    transform_stamped_fields,
+)
+from vggt_ros.messages.stamps import stamp_ns_of
+from vggt_ros.messages.tracks import keypoint_tracks_fields
 from vggt_ros.ros.params import (
     DEFAULT_NODE_NAME,
     PARAMS,
@@ -464,7 +483,7 @@ def _build_node_class() -> type:
         # ------------------------------------------------------------------ input
         def _on_camera_info(self, msg: Any) -> None:
             try:
-                K, hw = conv.camera_info_msg_to_intrinsics(msg)
+                K, hw = camera_info_msg_to_intrinsics(msg)
             except ValueError as exc:
                 self._count("rejected_camera_info")
                 self._warn("camera_info", f"camera_info ignored: {exc}")
@@ -474,19 +493,19 @@ def _build_node_class() -> type:
 
         def _on_metric_depth(self, msg: Any) -> None:
             try:
-                depth = conv.depth_msg_to_array(msg)
+                depth = depth_msg_to_array(msg)
             except ValueError as exc:  # includes UnsupportedEncoding
                 self._count("rejected_metric_depth")
                 self._warn("metric_depth", f"metric depth image rejected: {exc}")
                 return
             assert self._depth_sync is not None
-            for frame in self._depth_sync.add_depth(conv.stamp_ns_of(msg), depth):
+            for frame in self._depth_sync.add_depth(stamp_ns_of(msg), depth):
                 self._add_frame(frame)
 
         def _on_image(self, msg: Any) -> None:
             try:
-                rgb = conv.image_msg_to_rgb(msg)
-            except conv.UnsupportedEncoding as exc:
+                rgb = image_msg_to_rgb(msg)
+            except UnsupportedEncoding as exc:
                 self._count("rejected_messages")
                 self._count("rejected_unsupported_encoding")
                 self._warn("encoding", f"image rejected: {exc}")
@@ -496,7 +515,7 @@ def _build_node_class() -> type:
                 self._count("rejected_bad_image")
                 self._warn("bad_image", f"image rejected: {exc}")
                 return
-            stamp_ns = conv.stamp_ns_of(msg)
+            stamp_ns = stamp_ns_of(msg)
             frame_id = self.params["camera_frame"] or msg.header.frame_id
             if not frame_id:
                 frame_id = DEFAULT_CAMERA_FRAME
@@ -669,7 +688,7 @@ def _build_node_class() -> type:
                 t = self._tf_buffer.lookup_transform(
                     target, source, self._Time(nanoseconds=int(stamp_ns)),
                     self._Duration(seconds=float(self.params["tf_timeout_s"])))
-                return conv.transform_msg_to_matrix(t.transform)
+                return transform_msg_to_matrix(t.transform)
             except Exception as exc:  # tf2 raises several exception types
                 self._count("tf_lookup_failures")
                 self._warn("tf_lookup", f"tf lookup {target} <- {source} at {stamp_ns} ns failed: {exc}")
@@ -704,7 +723,7 @@ def _build_node_class() -> type:
             pub = self._pubs.get(key)
             if pub is None:
                 return
-            pub.publish(conv.to_rclpy(self._msg_types[msg_type], fields))
+            pub.publish(to_rclpy(self._msg_types[msg_type], fields))
 
         def _publish_window(self, output: WindowOutput) -> None:
             if not output.accepted:
@@ -717,17 +736,17 @@ def _build_node_class() -> type:
                     self._publish_pose(stamp, cam, w_T_cam, w_T_base)
                 if "depth" in self._pubs:
                     hd, wd = fo.depth.shape
-                    self._publish("depth", "Image", conv.depth_image_fields(fo.depth, stamp, cam))
+                    self._publish("depth", "Image", depth_image_fields(fo.depth, stamp, cam))
                     self._publish("depth_info", "CameraInfo",
-                                  conv.camera_info_fields(fo.depth_intrinsics, hd, wd, stamp, cam))
+                                  camera_info_fields(fo.depth_intrinsics, hd, wd, stamp, cam))
                 if "confidence" in self._pubs:
                     self._publish("confidence", "Image",
-                                  conv.confidence_image_fields(fo.depth_conf, stamp, cam))
+                                  confidence_image_fields(fo.depth_conf, stamp, cam))
                 if "depth_rgb" in self._pubs:
-                    self._publish("depth_rgb", "Image", conv.rgb_image_fields(fo.rgb, stamp, cam))
+                    self._publish("depth_rgb", "Image", rgb_image_fields(fo.rgb, stamp, cam))
                 if "cloud" in self._pubs:
                     self._publish("cloud", "PointCloud2",
-                                  conv.pointcloud2_fields(fo.points, fo.colors, stamp, cam))
+                                  pointcloud2_fields(fo.points, fo.colors, stamp, cam))
                 self._count("frames_published")
                 self._rate.add(1)
                 with self._lock:
@@ -735,8 +754,8 @@ def _build_node_class() -> type:
                     self._last_stamp_ns = stamp if last is None else max(last, stamp)
                     self._map_dirty = True
             if output.tracks is not None and "tracks" in self._pubs and output.tracks.positions.shape[1] > 0:
-                fields = conv.keypoint_tracks_fields(output.tracks)
-                self._pubs["tracks"].publish(conv.to_rclpy(self._tracks_msg_type, fields))
+                fields = keypoint_tracks_fields(output.tracks)
+                self._pubs["tracks"].publish(to_rclpy(self._tracks_msg_type, fields))
                 self._count("tracks_published")
 
         def _publish_pose(self, stamp: int, cam: str, w_T_cam: np.ndarray,
@@ -754,17 +773,17 @@ def _build_node_class() -> type:
                     self._send_tf(pose, stamp, self._world_frame, child)
             if "odometry" in self._pubs:
                 self._publish("odometry", "Odometry",
-                              conv.odometry_fields(pose, stamp, self._world_frame, child))
+                              odometry_fields(pose, stamp, self._world_frame, child))
             if "path" in self._pubs:
                 with self._lock:
                     self._path_poses.append((stamp, pose))
                     stamps = [s for s, _ in self._path_poses]
                     poses = [T for _, T in self._path_poses]
-                self._publish("path", "Path", conv.path_fields(poses, stamps, self._world_frame, stamp))
+                self._publish("path", "Path", path_fields(poses, stamps, self._world_frame, stamp))
 
         def _send_tf(self, T: np.ndarray, stamp: int, parent: str, child: str) -> None:
-            msg = conv.to_rclpy(self._msg_types["TransformStamped"],
-                                conv.transform_stamped_fields(T, stamp, parent, child))
+            msg = to_rclpy(self._msg_types["TransformStamped"],
+                           transform_stamped_fields(T, stamp, parent, child))
             self._tf_broadcaster.sendTransform([msg])
             self._count("tf_published")
 
@@ -785,7 +804,7 @@ def _build_node_class() -> type:
                     return
                 G = B @ invert_pose(self._world_T_optical)
                 pts = (pts.astype(np.float64) @ G[:3, :3].T + G[:3, 3]).astype(np.float32)
-            self._publish("map", "PointCloud2", conv.pointcloud2_fields(pts, cols, stamp, self._world_frame))
+            self._publish("map", "PointCloud2", pointcloud2_fields(pts, cols, stamp, self._world_frame))
             self._count("maps_published")
 
         def diagnostics_values(self) -> dict[str, Any]:
@@ -848,11 +867,11 @@ def _build_node_class() -> type:
                 problems.append(f"{self.stats()['worker_errors']} worker errors")
             units = "metric" if values["metric"] else "not metric (VGGT world units)"
             message = f"{units}; " + ("; ".join(problems) if problems else "ok")
-            status = conv.diagnostic_status_fields(
+            status = diagnostic_status_fields(
                 f"{self.get_name()}: vggt pipeline", values, level="WARN" if problems else "OK",
                 message=message, hardware_id=self._device)
             now_ns = self.get_clock().now().nanoseconds
-            self._publish("diagnostics", "DiagnosticArray", conv.diagnostic_array_fields([status], now_ns))
+            self._publish("diagnostics", "DiagnosticArray", diagnostic_array_fields([status], now_ns))
 
         # ------------------------------------------------------------------ services
         def _on_reset(self, request: Any, response: Any) -> Any:

@@ -19,14 +19,10 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.eval.tum import write_tum
-from vggt_ros.ros.conversions import (
-    camera_info_fields,
-    depth_image_fields,
-    image_fields,
-    rgb_image_fields,
-    to_rosbags,
-    transform_stamped_fields,
-)
+from vggt_ros.messages.builders import to_rosbags
+from vggt_ros.messages.camera_info import camera_info_fields
+from vggt_ros.messages.images import depth_image_fields, image_fields, rgb_image_fields
+from vggt_ros.messages.poses import transform_stamped_fields
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from vggt_ros.ros import conversions as conv
+from vggt_ros.core import backprojection
+from vggt_ros.core.backprojection import depth_to_cloud_records
+from vggt_ros.messages.point_clouds import depth_to_pointcloud2_fields
 
 STAMP = 1_700_000_000_123_456_789
 
@@ -60,7 +62,7 @@ def records_bits(fields: dict, nch: int) -> np.ndarray:
 def check_against_reference(depth, K, rgb, threads, organized=False) -> None:
     nch = 3 if rgb is None else 4
     ref, valid = reference(depth, K, rgb)
-    f = conv.depth_to_pointcloud2_fields(depth, K, rgb, STAMP, "cam", organized=organized, threads=threads)
+    f = depth_to_pointcloud2_fields(depth, K, rgb, STAMP, "cam", organized=organized, threads=threads)
     got = records_bits(f, nch)
     if organized:
         assert (f["height"], f["width"]) == depth.shape
@@ -84,13 +86,13 @@ def check_against_reference(depth, K, rgb, threads, organized=False) -> None:
 def test_real_threshold_image_matches_reference_for_any_thread_count(skew, with_rgb):
     """An image just above the parallel threshold, split with the real band sizes."""
     h, w = 448, 608
-    assert h * w >= conv._PARALLEL_MIN_PIXELS
+    assert h * w >= backprojection._PARALLEL_MIN_PIXELS
     depth = hostile_depth(h, w, seed=3)
     K = np.array([[0.9 * w, skew, (w - 1) / 2 + 3.3], [0, 0.85 * w, (h - 1) / 2 - 7.1], [0, 0, 1.0]])
     rgb = np.random.default_rng(4).integers(0, 256, (h, w, 3), dtype=np.uint8) if with_rgb else None
     for threads in (1, 2, 3):
         for organized in (False, True):
-            used, bands = conv._bands(h, w, threads, organized)
+            used, bands = backprojection._bands(h, w, threads, organized)
             assert used == threads and len(bands) >= threads
         check_against_reference(depth, K, rgb, threads)
     check_against_reference(depth, K, rgb, 2, organized=True)
@@ -99,8 +101,8 @@ def test_real_threshold_image_matches_reference_for_any_thread_count(skew, with_
 @pytest.mark.parametrize("max_band", [7 * 53, 29 * 53, 1 << 20])
 def test_small_bands_match_reference(monkeypatch, max_band):
     """Many bands (also one-row-ish ones) so that band edges cut through every kind of region."""
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", max_band)
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", max_band)
     h, w = 61, 53
     depth = hostile_depth(h, w, seed=9)
     K = np.array([[40.0, -1.7, 25.2], [0, 43.0, 31.9], [0, 0, 1]])
@@ -114,28 +116,28 @@ def test_small_bands_match_reference(monkeypatch, max_band):
 def test_fully_valid_and_fully_invalid_images(monkeypatch):
     """All pixels valid: every band is merged straight into the output, and the cloud is dense;
     none valid: an empty, dense cloud."""
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", 10 * 37)
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", 10 * 37)
     h, w = 50, 37
     depth = np.random.default_rng(6).uniform(0.1, 5.0, (h, w)).astype(np.float32)
     K = np.array([[30.0, 0.0, 18.0], [0, 30.0, 24.5], [0, 0, 1]])
     rgb = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
     for threads in (1, 2, 3):
         check_against_reference(depth, K, rgb, threads)
-        f = conv.depth_to_pointcloud2_fields(depth, K, rgb, STAMP, "cam", threads=threads)
+        f = depth_to_pointcloud2_fields(depth, K, rgb, STAMP, "cam", threads=threads)
         assert f["width"] == h * w and f["is_dense"] is True
         bad = np.full((h, w), np.nan, np.float32)
         bad[::3] = -1.0
         bad[1::3] = 0.0
-        f = conv.depth_to_pointcloud2_fields(bad, K, rgb, STAMP, "cam", threads=threads)
+        f = depth_to_pointcloud2_fields(bad, K, rgb, STAMP, "cam", threads=threads)
         assert f["width"] == 0 and f["data"].size == 0 and f["is_dense"] is True
 
 
 def test_overflowing_coordinates_clear_is_dense(monkeypatch):
     """Huge finite depths make x or y overflow to inf in float32: still kept (the depth is valid),
     and the cloud is not dense; only the bands holding them are affected."""
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", 8 * 40)
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", 8 * 40)
     h, w = 40, 40
     depth = np.random.default_rng(8).uniform(1.0, 2.0, (h, w)).astype(np.float32)
     depth[33, 0] = np.float32(3e38)  # far left column: |x| = 3e38 * ~1.3 overflows
@@ -152,8 +154,8 @@ def test_overflowing_coordinates_clear_is_dense(monkeypatch):
 def test_concurrent_callers_with_parallel_bands(monkeypatch):
     """Several threads each back-projecting different images on the shared pool: each caller's
     validity mask and band scratch stay its own."""
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", 6 * 45)
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", 6 * 45)
     K = np.array([[30.0, 0.8, 22.0], [0, 31.0, 17.0], [0, 0, 1]])
     scenes = []
     for i in range(4):
@@ -166,7 +168,7 @@ def test_concurrent_callers_with_parallel_bands(monkeypatch):
     def worker(i: int) -> None:
         depth, rgb, want = scenes[i]
         for _ in range(15):
-            got = conv.depth_to_cloud_records(depth, K, rgb, threads=2)
+            got = depth_to_cloud_records(depth, K, rgb, threads=2)
             if not np.array_equal(got.view(np.uint32), want):
                 errors.append(f"caller {i} got a wrong cloud")
                 return
@@ -182,11 +184,11 @@ def test_concurrent_callers_with_parallel_bands(monkeypatch):
 def test_merge_scratch_is_misaligned_and_reused():
     """The band record scratch must start off a 64-byte boundary (cv2.merge then uses ordinary,
     cached stores instead of streaming the records to DRAM before the take reads them back)."""
-    a = conv._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
-    b = conv._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
+    a = backprojection._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
+    b = backprojection._work("test_scratch", (5, 7, 4), np.float32, misaligned=True)
     assert a.shape == (5, 7, 4) and a.dtype == np.float32 and a.flags.c_contiguous
     assert a.ctypes.data % 64 == 4 and a.ctypes.data == b.ctypes.data
-    c = conv._work("test_scratch", (3, 7, 3), np.float32, misaligned=True)
+    c = backprojection._work("test_scratch", (3, 7, 3), np.float32, misaligned=True)
     assert c.shape == (3, 7, 3) and c.ctypes.data % 64 == 4
 
 
@@ -198,15 +200,15 @@ def test_bands_prepared_before_the_counts_are_known(monkeypatch, first_bands, wi
     prepared without knowing their counts or offsets and must still land at the right offsets."""
     import time
 
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", 2 * 10 * 31)  # unorganised bands: 10 rows
-    real_valid_into = conv._valid_into
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", 2 * 10 * 31)  # unorganised bands: 10 rows
+    real_valid_into = backprojection._valid_into
 
     def slow_valid_into(d, valid, rows):
         time.sleep(0.05)
         return real_valid_into(d, valid, rows)
 
-    monkeypatch.setattr(conv, "_valid_into", slow_valid_into)
+    monkeypatch.setattr(backprojection, "_valid_into", slow_valid_into)
     h, w = 60, 31
     depth = hostile_depth(h, w, seed=12)
     for band, kind in enumerate(first_bands):
@@ -218,7 +220,7 @@ def test_bands_prepared_before_the_counts_are_known(monkeypatch, first_bands, wi
         else:
             depth[rows][:, ::3] = 0.0
             depth[rows][:, 1::3] = 1.5
-    assert conv._bands(h, w, 3, False)[1][:3] == [(0, 10), (10, 20), (20, 30)]
+    assert backprojection._bands(h, w, 3, False)[1][:3] == [(0, 10), (10, 20), (20, 30)]
     K = np.array([[25.0, 0.5, 15.0], [0, 26.0, 30.0], [0, 0, 1]])
     rgb = np.random.default_rng(13).integers(0, 256, (h, w, 3), dtype=np.uint8) if with_rgb else None
     for threads in (1, 2, 3, 4):
@@ -227,20 +229,20 @@ def test_bands_prepared_before_the_counts_are_known(monkeypatch, first_bands, wi
 
 def test_a_failing_count_reaches_the_caller_without_hanging(monkeypatch):
     """An error in the caller's phase 1 must not leave workers waiting for the counts forever."""
-    monkeypatch.setattr(conv, "_PARALLEL_MIN_PIXELS", 0)
-    monkeypatch.setattr(conv, "_MAX_BAND_PIXELS", 4 * 20)
+    monkeypatch.setattr(backprojection, "_PARALLEL_MIN_PIXELS", 0)
+    monkeypatch.setattr(backprojection, "_MAX_BAND_PIXELS", 4 * 20)
 
     def broken(d, valid, rows):
         raise RuntimeError("count failed")
 
-    monkeypatch.setattr(conv, "_valid_into", broken)
+    monkeypatch.setattr(backprojection, "_valid_into", broken)
     depth = np.ones((24, 20), np.float32)
     K = np.array([[20.0, 0, 10.0], [0, 20.0, 12.0], [0, 0, 1]])
     outcome: list[str] = []
 
     def call() -> None:
         try:
-            conv.depth_to_cloud_records(depth, K, threads=2)
+            depth_to_cloud_records(depth, K, threads=2)
         except RuntimeError as e:
             outcome.append(str(e))
 
@@ -269,5 +271,5 @@ def test_run_shared_first_runs_on_the_caller_before_its_items():
     for threads in (1, 2, 3):
         ready.clear()
         ran_first.clear()
-        assert conv._run_shared(item, range(7), threads, first=first) == [i * 3 for i in range(7)]
+        assert backprojection._run_shared(item, range(7), threads, first=first) == [i * 3 for i in range(7)]
         assert ran_first == [caller]

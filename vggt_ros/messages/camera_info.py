@@ -1,0 +1,71 @@
+"""``sensor_msgs/CameraInfo``: pinhole intrinsics to fields and back.
+
+Why here: the node and the bag reader take intrinsics from CameraInfo with the same validity rule
+(:class:`UncalibratedCamera` lets callers fall back to the predicted intrinsics deliberately).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vggt_ros.messages.stamps import Fields, header_fields
+
+
+class UncalibratedCamera(ValueError):
+    """CameraInfo without usable intrinsics (K all zero or non-positive focal lengths)."""
+
+
+def camera_info_fields(
+    K: np.ndarray,
+    height: int,
+    width: int,
+    stamp_ns: int,
+    frame_id: str,
+    distortion: np.ndarray | None = None,
+    distortion_model: str = "plumb_bob",
+) -> Fields:
+    """``sensor_msgs/CameraInfo`` fields for a pinhole camera: D zeros (5, plumb_bob) unless given,
+    R identity, P = [K | 0] (monocular)."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all():
+        raise ValueError(f"K must be a finite 3x3 matrix, got shape {K.shape}")
+    if int(height) <= 0 or int(width) <= 0:
+        raise ValueError(f"camera size must be positive, got {height}x{width}")
+    d = np.zeros(5) if distortion is None else np.asarray(distortion, dtype=np.float64).reshape(-1)
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return {
+        "header": header_fields(stamp_ns, frame_id),
+        "height": int(height),
+        "width": int(width),
+        "distortion_model": str(distortion_model),
+        "d": d.astype(np.float64),
+        "k": K.reshape(-1).copy(),
+        "r": np.eye(3).reshape(-1),
+        "p": P.reshape(-1),
+    }
+
+
+def camera_info_to_intrinsics(k: Any, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """CameraInfo ``k`` (9 values, row-major) and size -> (3x3 float64 K, (height, width)).
+
+    Raises :class:`UncalibratedCamera` for an all-zero/invalid K, so callers can fall back to the
+    predicted intrinsics deliberately.
+    """
+    K = np.asarray(k, dtype=np.float64).reshape(3, 3).copy()
+    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise UncalibratedCamera(f"CameraInfo has no valid intrinsics (fx={K[0, 0]}, fy={K[1, 1]})")
+    if int(height) <= 0 or int(width) <= 0:
+        raise UncalibratedCamera(f"CameraInfo has zero size ({height}x{width})")
+    return K, (int(height), int(width))
+
+
+def camera_info_msg_to_intrinsics(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """A CameraInfo message (any flavour) -> (K, (height, width)); see :func:`camera_info_to_intrinsics`.
+
+    ROS 1 spells the matrix ``K``, ROS 2 ``k``; both are accepted.
+    """
+    k = msg.k if hasattr(msg, "k") else msg.K
+    return camera_info_to_intrinsics(k, msg.height, msg.width)

@@ -1,0 +1,56 @@
+"""``builtin_interfaces/Time`` and ``std_msgs/Header`` fields, and the ``Fields`` dict type.
+
+Why a module of its own: every other message family embeds a header, so this is the one place that
+turns integer nanoseconds into ``(sec, nanosec)`` and back (exactly, no float rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+Fields = dict[str, Any]
+"""A message as a plain nested dict of field values (see :mod:`vggt_ros.messages`)."""
+
+NS_PER_S = 1_000_000_000
+
+
+def ns_to_stamp(stamp_ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> ``(sec, nanosec)`` with ``0 <= nanosec < 1e9`` (floor division, so a
+    negative time still has a valid nanosec)."""
+    sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
+    if not -(2**31) <= sec < 2**31:
+        raise ValueError(f"stamp {stamp_ns} ns does not fit builtin_interfaces/Time (int32 seconds)")
+    return sec, nanosec
+
+
+def stamp_to_ns(sec: int, nanosec: int) -> int:
+    """``(sec, nanosec)`` -> integer nanoseconds (exact, no float rounding)."""
+    return int(sec) * NS_PER_S + int(nanosec)
+
+
+def time_fields(stamp_ns: int) -> Fields:
+    """``builtin_interfaces/Time`` fields."""
+    sec, nanosec = ns_to_stamp(stamp_ns)
+    return {"sec": sec, "nanosec": nanosec}
+
+
+def header_fields(stamp_ns: int, frame_id: str) -> Fields:
+    """``std_msgs/Header`` fields."""
+    return {"stamp": time_fields(stamp_ns), "frame_id": str(frame_id)}
+
+
+def stamp_ns_of(obj: Any) -> int:
+    """Nanoseconds of a Time-like object (``.sec``/``.nanosec``), a header (``.stamp``) or a stamped
+    message (``.header.stamp``); also accepts the equivalent dicts."""
+    for path in ((), ("stamp",), ("header", "stamp")):
+        cur = obj
+        try:
+            for name in path:
+                cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
+            if isinstance(cur, Mapping):
+                return stamp_to_ns(cur["sec"], cur["nanosec"])
+            return stamp_to_ns(cur.sec, cur.nanosec)
+        except (AttributeError, KeyError, TypeError):
+            continue
+    raise TypeError(f"cannot find a stamp in {type(obj).__name__}")
