@@ -47,6 +47,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/vggt_ros"]),
         ("share/vggt_ros", ["package.xml"]),
+        # read at run time by vggt_ros.messages.tracks (the one KeypointTracks schema)
+        ("share/vggt_ros/msg", ["msg/KeypointTracks.msg"]),
     ],
     entry_points={
         "console_scripts": [
