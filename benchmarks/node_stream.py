@@ -5,12 +5,12 @@
     python3 benchmarks/node_stream.py --model default --device cuda --camera 640x480 --target 518 \
         --window 16 --stride 8 --rates 30 60 --frames 480 --predictors vggt-baseline vggt   # GPU, 1B
 
-A producer thread feeds a synthetic sequence (vggt_ros.sim) into ``StreamingPipeline.add_frame`` at
-a fixed input rate, like the camera callback; a worker thread loops ``next_window`` / predict /
-``place`` like the node's worker, and the outputs (``emit``: per-frame depth, clouds, map update, then
-the message fields the node publishes: depth Image + CameraInfo, PointCloud2, Odometry) are built
-either on the worker after each window (mode ``serial``) or on a second thread while the worker
-predicts the next window (mode ``overlap``, the node's ``overlap_outputs``, its default). Predictors:
+The node's loop (:class:`vggt_ros.runner.stream_runner.StreamRunner`, threaded) is fed a synthetic
+sequence (vggt_ros.sim) at a fixed input rate, like the camera callback; the outputs (``emit``:
+per-frame depth, clouds, map update, then the fields of every message the node publishes, built by
+its OutputBuilder) are built either on the worker after each window (mode ``serial``) or on the
+output thread while the worker predicts the next window (mode ``overlap``, the node's
+``overlap_outputs``, its default). Predictors:
 
 * ``oracle``: ground truth + noise (costs only the pipeline itself);
 * ``vggt-baseline``: VGGT eager fp32, all heads, no cache. ``--model small`` (default): the golden
@@ -41,10 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import queue
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,14 +54,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vggt_ros.core.config import PipelineConfig  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
 from vggt_ros.core.pipeline import StreamingPipeline  # noqa: E402
-from vggt_ros.messages.camera_info import camera_info_fields  # noqa: E402
-from vggt_ros.messages.images import depth_image_fields  # noqa: E402
-from vggt_ros.messages.point_clouds import pointcloud2_fields  # noqa: E402
-from vggt_ros.messages.poses import odometry_fields  # noqa: E402
+from vggt_ros.core.types import PredictorBase  # noqa: E402
 from vggt_ros.model.config import VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine  # noqa: E402
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, fill_state_dict  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
+from vggt_ros.outputs.builder import OutputBuilder  # noqa: E402
+from vggt_ros.outputs.pose_frames import PoseFrames  # noqa: E402
+from vggt_ros.params.validation import pipeline_config_from_params, validate_params  # noqa: E402
+from vggt_ros.runner.stream_runner import StreamRunner  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 
 GOLDEN_CONFIGS = Path(__file__).resolve().parents[1] / "test" / "data" / "golden" / "configs.json"
@@ -106,7 +105,7 @@ def make_predictor(name: str, seq, target: int, window: int, model_kind: str = "
                            world_points=False)
 
 
-class DeviceSimPredictor:
+class DeviceSimPredictor(PredictorBase):
     """Stored oracle predictions, returned after a sleep standing in for accelerator time."""
 
     def __init__(self, oracle: OraclePredictor, cfg: PipelineConfig, frames, device_ms: float) -> None:
@@ -132,22 +131,19 @@ class DeviceSimPredictor:
         return pred
 
 
-def publish_fields(out) -> int:
-    """Build the message fields the node publishes for a window (no rclpy): its CPU cost."""
-    n = 0
-    for fo in out.frames:
-        hd, wd = fo.depth.shape
-        depth_image_fields(fo.depth, fo.stamp_ns, fo.frame_id)
-        camera_info_fields(fo.depth_intrinsics, hd, wd, fo.stamp_ns, fo.frame_id)
-        pointcloud2_fields(fo.points, fo.colors, fo.stamp_ns, fo.frame_id)
-        odometry_fields(fo.world_T_camera, fo.stamp_ns, "map", fo.frame_id)
-        n += 1
-    return n
+class FieldsOnly:
+    """Message factory returning the fields: the node's message cost without rclpy."""
+
+    def build(self, msg_type, fields):
+        return fields
 
 
-def run_stream(predictor, seq, rate: float, cfg: PipelineConfig, overlap: bool = False) -> dict[str, float]:
+def run_stream(predictor, seq, rate: float, params: dict, overlap: bool = False) -> dict[str, float]:
+    """The node's loop (StreamRunner, threaded) fed at ``rate`` by a producer like the image callback;
+    outputs built by the node's OutputBuilder."""
     frames = seq.to_frames()
-    pipe = StreamingPipeline(cfg)
+    pipe = StreamingPipeline(pipeline_config_from_params(params))
+    builder = OutputBuilder(params, FieldsOnly(), PoseFrames(params, np.eye(4), None))
     arrival: dict[int, float] = {}
     done: dict[int, float] = {}
     published = 0
@@ -155,93 +151,43 @@ def run_stream(predictor, seq, rate: float, cfg: PipelineConfig, overlap: bool =
     window_lat: list[float] = []
     place_s: list[float] = []
     emit_s: list[float] = []
-    producer_done = threading.Event()
-    wake = threading.Event()
-    placed_q: queue.Queue = queue.Queue(maxsize=2)  # the node's OUTPUT_QUEUE_SIZE
 
-    def producer() -> None:
-        t0 = time.perf_counter()
-        for i, f in enumerate(frames):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            arrival[int(f.stamp_ns)] = time.perf_counter()
-            if pipe.add_frame(f) and hasattr(predictor, "prefetch"):  # as the node's image callback
-                predictor.prefetch([f.image], [f.stamp_ns])
-            wake.set()
-        producer_done.set()
-        wake.set()
-
-    def finish(placed) -> None:
+    def on_output(out, latency: float) -> None:
         nonlocal published
-        job = placed.job
         t0 = time.perf_counter()
-        out = pipe.emit(placed)
-        publish_fields(out)
+        builder.window(out)
         now = time.perf_counter()
-        if out.accepted:
-            place_s.append(out.timings["place"])
-            emit_s.append(now - t0)
-        newest = max((arrival[int(f.stamp_ns)] for f, new in zip(job.frames, job.new_mask) if new),
-                     default=None)
-        if newest is not None:
-            window_lat.append(now - newest)
-        for f, new in zip(job.frames, job.new_mask):
-            if new:
-                done[int(f.stamp_ns)] = now
+        if not out.accepted:
+            return
+        infer.append(out.timings["predict"])
+        place_s.append(out.timings["place"])
+        emit_s.append(out.timings["emit"] + now - t0)
+        window_lat.append(now - max(arrival[int(f.stamp_ns)] for f in out.frames))
+        for f in out.frames:
+            done[int(f.stamp_ns)] = now
         published += len(out.frames)
 
-    def handle(job) -> None:
-        t0 = time.perf_counter()
-        pred = predictor.predict(job.images, job.query_points, job.frame_keys)
-        infer.append(time.perf_counter() - t0)
-        placed = pipe.place(job, pred)
-        if overlap:
-            placed_q.put(placed)  # blocks when two windows wait: the node's back-pressure
-        else:
-            finish(placed)
-
-    def emitter() -> None:
-        while True:
-            placed = placed_q.get()
-            if placed is None:
-                return
-            finish(placed)
-
-    def worker() -> None:
-        while True:
-            job = pipe.next_window()
-            if job is not None:
-                handle(job)
-                continue
-            if producer_done.is_set():
-                job = pipe.next_window() or pipe.flush()
-                if job is None:
-                    placed_q.put(None)
-                    return
-                handle(job)
-                continue
-            wake.wait(0.005)
-            wake.clear()
-
+    runner = StreamRunner(pipe, predictor, on_output, overlap_outputs=overlap)
     t_start = time.perf_counter()
-    threads = [threading.Thread(target=producer), threading.Thread(target=worker)]
-    if overlap:
-        threads.append(threading.Thread(target=emitter))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    runner.start()
+    for i, f in enumerate(frames):
+        delay = t_start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        arrival[int(f.stamp_ns)] = time.perf_counter()
+        runner.add_frame(f)
+    runner.finish()
     wall = max(done.values(), default=time.perf_counter()) - t_start
     lat = np.array([done[s] - arrival[s] for s in done]) * 1e3
     c = pipe.counters()
     first, last = min(arrival.values()), max(arrival.values())
+    processed = len(done) + c.get("frames_lost_rejected", 0)
     return {
         "input_hz": (len(arrival) - 1) / (last - first) if len(arrival) > 1 else float("nan"),
-        "processed_hz": len(done) / wall,
+        "processed_hz": processed / wall,
         "published_hz": published / wall,
-        "frames": len(frames), "processed": len(done), "published": published,
-        "skipped": c.get("skipped", 0), "windows": len(infer), "rejected": c.get("windows_rejected", 0),
+        "frames": len(frames), "processed": processed, "published": published,
+        "skipped": c.get("skipped", 0), "windows": c.get("windows", 0), "rejected": c.get("windows_rejected", 0),
         "infer_ms": statistics.median(infer) * 1e3 if infer else float("nan"),
         "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "p90": float(np.percentile(lat, 90)) if lat.size else float("nan"),
@@ -288,8 +234,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cw, ch = (int(v) for v in args.camera.lower().split("x"))
-    cfg = PipelineConfig(window_size=args.window, stride=args.stride, skip_policy=args.skip_policy,
-                         min_valid_pixels=50)
+    params = validate_params(dict(predictor="oracle", checkpoint="", window_size=args.window,
+                                  stride=args.stride, skip_policy=args.skip_policy, min_valid_pixels=50))
+    cfg = pipeline_config_from_params(params)
     gpu = f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""
     print(f"# node_stream: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, camera {cw}x{ch}, network width {args.target}, window "
@@ -315,7 +262,7 @@ def main() -> None:
                     keys = [-1 - k * args.stride - i for i in range(len(chunk))]  # overlap -> cache hits
                     pred.predict([f.image for f in chunk], None, keys)
             for mode in args.modes:
-                r = run_stream(pred, seq, rate, cfg, overlap=mode == "overlap")
+                r = run_stream(pred, seq, rate, params, overlap=mode == "overlap")
                 rows.append((f"{name} ({mode})", rate, r))
                 print_row(f"{name} ({mode})", r)
                 if name == "device-sim":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from vggt_ros.messages.camera_info import UncalibratedCamera, camera_info_to_int
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix
 from vggt_ros.messages.stamps import stamp_to_ns
+from vggt_ros.runner.depth_pairing import DepthPairing, Paired
 
 logger = logging.getLogger(__name__)
 
@@ -449,55 +449,39 @@ class BagSource:
                 )
             return None
 
-    def _attach_depth(self, frame: BagFrame, depths: deque[tuple[int, np.ndarray]]) -> BagFrame:
-        best = None
-        for s, d in depths:
-            diff = abs(s - frame.stamp_ns)
-            if diff <= self.depth_match_ns and (best is None or diff < best[0]):
-                best = (diff, d)
-        if best is None:
+    def _attach_depth(self, frame: BagFrame, depth: np.ndarray | None) -> BagFrame:
+        if depth is None:
             self.stats.add("depth_missing")
             return frame
-        d = best[1]
-        if d.shape != frame.image.shape[:2]:
+        if depth.shape != frame.image.shape[:2]:
             if not self.stats.counts.get("depth_resized"):
                 logger.warning(
-                    "depth %s is resized (nearest) to the image size %s", d.shape, frame.image.shape[:2]
+                    "depth %s is resized (nearest) to the image size %s", depth.shape, frame.image.shape[:2]
                 )
             self.stats.add("depth_resized")
-            d = cv2.resize(d, (frame.image.shape[1], frame.image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        frame.depth = d
+            depth = cv2.resize(
+                depth, (frame.image.shape[1], frame.image.shape[0]), interpolation=cv2.INTER_NEAREST
+            )
+        frame.depth = depth
         self.stats.add("depth_matched")
         return frame
 
     def frames(self, max_frames: int | None = None) -> Iterator[BagFrame]:
-        """Decoded frames in bag order, each with the nearest depth image within ``depth_match_ns``."""
+        """Decoded frames in bag order, each with its depth image paired by the node's policy
+        (:class:`~vggt_ros.runner.depth_pairing.DepthPairing`, nearest within ``depth_match_ns``)."""
         topics = [self.image_topic] + ([self.depth_topic] if self.depth_topic else [])
-        pending: deque[BagFrame] = deque()
-        depths: deque[tuple[int, np.ndarray]] = deque()
+        pairing: DepthPairing[BagFrame] = DepthPairing(self.depth_match_ns)
         emitted = 0
 
-        def ready(final: bool) -> Iterator[BagFrame]:
+        def ready(paired: list[Paired[BagFrame]]) -> Iterator[BagFrame]:
             nonlocal emitted
-            while pending:
-                f = pending[0]
-                newest = depths[-1][0] if depths else None
-                if (
-                    not final
-                    and self.depth_topic
-                    and len(pending) < 64
-                    and (newest is None or newest < f.stamp_ns + self.depth_match_ns)
-                ):
-                    return  # a closer depth image may still come
-                pending.popleft()
-                self.stats.stamps.append(f.stamp_ns)
-                self.stats.add("frames")
-                yield self._attach_depth(f, depths) if self.depth_topic else f
-                emitted += 1
-                while depths and depths[0][0] < f.stamp_ns - self.depth_match_ns:
-                    depths.popleft()
+            for p in paired:
                 if max_frames is not None and emitted >= max_frames:
                     return
+                self.stats.stamps.append(p.stamp_ns)
+                self.stats.add("frames")
+                emitted += 1
+                yield self._attach_depth(p.item, p.depth) if self.depth_topic else p.item
 
         for conn, t, raw in self._safe_messages(self._connections(*topics), "frames"):
             if max_frames is not None and emitted >= max_frames:
@@ -505,13 +489,11 @@ class BagSource:
             if conn.topic == self.image_topic:
                 f = self._decode_image(conn, t, raw)
                 if f is not None:
-                    pending.append(f)
+                    yield from ready(pairing.add_image(f.stamp_ns, f) if self.depth_topic
+                                     else [Paired(f, f.stamp_ns, None)])
             else:
                 d = self._decode_depth(conn, raw)
                 if d is not None:
-                    depths.append(d)
-                    while len(depths) > 64:
-                        depths.popleft()
-            yield from ready(final=False)
+                    yield from ready(pairing.add_depth(*d))
         if max_frames is None or emitted < max_frames:
-            yield from ready(final=True)
+            yield from ready(pairing.drain())

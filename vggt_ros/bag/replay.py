@@ -4,14 +4,14 @@
         [--checkpoint CKPT] [--image-topic T] [--depth-topic T] [--gt FILE | --gt-topic SPEC]
         [--realtime RATE] [--max-frames N] [--set NAME=VALUE ...]
 
-The replay builds the same :class:`StreamingPipeline` as the node from the same parameter file
+The replay runs the node's own loop (:class:`~vggt_ros.runner.stream_runner.StreamRunner`) and
+output builder (:class:`~vggt_ros.outputs.builder.OutputBuilder`) with the same parameter file
 (``config/vggt.yaml``), so a replay result is what the node would have published.
 
-Deterministic by default: after every added frame the window queue is drained, so no frame is
-skipped whatever the inference speed; the remaining frames are flushed at the end. ``--realtime R``
-instead simulates a live robot: frame k arrives at (stamp_k - stamp_0) / R seconds, inference time
-is measured, and frames that arrived during an inference are added before the next window is taken,
-so the node's skip policy drops what a live node would drop.
+Deterministic by default (the runner's synchronous mode): after every added frame every ready window
+is run, so no frame is skipped whatever the inference speed; the remaining frames are flushed at the
+end. ``--realtime R`` instead runs the node's threaded mode with frame k added (stamp_k - stamp_0) / R
+seconds after the first, so the node's skip policy drops what a live node would drop.
 
 Outputs per bag (in ``--out``, or ``--out/<bag name>/`` for several bags): trajectory.tum (every
 processed frame), keyframes.tum, metrics.json, summary.md, trajectory.png, map.ply and the ROS 2 bag
@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,8 +48,17 @@ from vggt_ros.bag.report import (
     write_metrics_json,
 )
 from vggt_ros.bag.writer import OutputBagWriter
+from vggt_ros.core.frames import world_T_optical_world
+from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, FrameOutput, WindowOutput
 from vggt_ros.eval.tum import write_tum
+from vggt_ros.outputs.builder import OutputBuilder
+from vggt_ros.outputs.pose_frames import PoseFrames
+from vggt_ros.params.table import defaults
+from vggt_ros.params.validation import pipeline_config_from_params, validate_params
+from vggt_ros.params.yaml_file import load_params_yaml
+from vggt_ros.runner.diagnostics import diagnostics_report
+from vggt_ros.runner.stream_runner import StreamRunner
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +95,63 @@ class _Collected:
     metric: bool = False
 
 
+class StampStore(Mapping):
+    """Per-frame data keyed by stamp, filled while the bag streams and pruned behind the pipeline
+    (thread-safe: with ``--realtime`` the reader adds while the runner's threads read and prune)."""
+
+    def __init__(self) -> None:
+        self._d: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, k: int) -> Any:
+        with self._lock:
+            return self._d[int(k)]
+
+    def __iter__(self) -> Iterator[int]:
+        with self._lock:
+            return iter(list(self._d))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._d)
+
+    def put(self, stamp_ns: int, value: Any) -> None:
+        with self._lock:
+            self._d[int(stamp_ns)] = value
+
+    def pop(self, stamp_ns: int) -> Any:
+        with self._lock:
+            return self._d.pop(int(stamp_ns), None)
+
+    def prune(self, up_to_ns: int, keep: set[int] | frozenset[int] = frozenset()) -> None:
+        """Forget every stamp <= ``up_to_ns`` that is not in ``keep``."""
+        with self._lock:
+            for s in [s for s in self._d if s <= up_to_ns and s not in keep]:
+                del self._d[s]
+
+
+class BagTimeSchedule:
+    """The node's publication periods (path, map, diagnostics) on the bag's clock."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.period_ns = {k: int(float(params[f"{k}_publish_period_s" if k != "diagnostics"
+                                              else "diagnostics_period_s"]) * 1e9)
+                          for k in ("path", "map", "diagnostics")}
+        self._last: dict[str, int] = {}
+
+    def due(self, key: str, stamp_ns: int) -> bool:
+        last = self._last.get(key)
+        if last is not None and stamp_ns - last < self.period_ns[key]:
+            return False
+        self._last[key] = int(stamp_ns)
+        return True
+
+
 def load_params(
     path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """The node's parameters from its YAML (default config/vggt.yaml, else the table's defaults) plus
     overrides, validated by the node's own rules."""
-    from vggt_ros.ros.params import defaults, load_params_yaml, validate_params
-
     try:
         if path is not None:
             raw = load_params_yaml(path)
@@ -107,27 +167,7 @@ def load_params(
         raise ReplayError(f"parameters: {exc}") from None
 
 
-class _GrowingGT(Mapping):
-    """Oracle ground truth filled while the bag streams (stamp -> (pose, K, depth)), pruned behind."""
-
-    def __init__(self) -> None:
-        self.d: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.d[int(k)]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.d)
-
-    def __len__(self) -> int:
-        return len(self.d)
-
-    def prune(self, keep: set[int], newer_than: int) -> None:
-        for s in [s for s in self.d if s not in keep and s <= newer_than]:
-            del self.d[s]
-
-
-def _make_predictor(opts: ReplayOptions, growing: _GrowingGT | None) -> Any:
+def _make_predictor(opts: ReplayOptions, growing: StampStore | None) -> Any:
     if opts.predictor is not None:
         return opts.predictor
     p = opts.params
@@ -148,10 +188,10 @@ def _make_predictor(opts: ReplayOptions, growing: _GrowingGT | None) -> Any:
             seed=opts.seed,
             **opts.oracle_noise,
         )
-    from vggt_ros.ros.params import make_predictor
+    from vggt_ros.model.factory import build_engine
 
     try:
-        return make_predictor(p, seed=opts.seed)
+        return build_engine(p, seed=opts.seed)
     except Exception as exc:  # noqa: BLE001 - weights missing/offline/corrupt: the user must act
         raise ReplayError(
             f"cannot build the VGGT predictor (checkpoint {p['checkpoint']!r}): {type(exc).__name__}: {exc}"
@@ -191,21 +231,20 @@ def replay_bag(
     bag: str | os.PathLike[str], out_dir: str | os.PathLike[str], opts: ReplayOptions
 ) -> dict[str, Any]:
     """Replay one bag into ``out_dir``; returns the metrics dict (also written as metrics.json)."""
-    from vggt_ros.core.pipeline import StreamingPipeline
-    from vggt_ros.ros.params import pipeline_config_from_params
-
     params = opts.params
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
     oracle = opts.predictor is None and params["predictor"] == "oracle"
-    if params.get("odom_frame") or params.get("base_frame"):
+    if params["odom_frame"] or params["base_frame"]:
         warnings.append(
             "odom_frame/base_frame are ignored by the replay (no live TF tree): poses are written "
             "as map_frame -> camera"
         )
+        params = {**params, "odom_frame": "", "base_frame": "", "publish_map_to_odom": False}
 
-    with BagSource(bag, opts.image_topic, opts.depth_topic, opts.camera_info_topic) as src:
+    tolerance_ns = int(params["depth_sync_tolerance_s"] * 1e9)
+    with BagSource(bag, opts.image_topic, opts.depth_topic, opts.camera_info_topic, tolerance_ns) as src:
         gt: GroundTruth | None = None
         if opts.gt_file and opts.gt_topic:
             raise ReplayError("give either --gt or --gt-topic, not both")
@@ -227,59 +266,56 @@ def replay_bag(
                 )
             if src.intrinsics is None:
                 raise ReplayError("predictor 'oracle' needs the camera intrinsics (a CameraInfo topic)")
-        growing = _GrowingGT() if oracle else None
-        # built at the first window, so bad bags fail before loading weights; in realtime mode before the
-        # clock starts (a live node loads its model before the first image too)
-        predictor: Any = _make_predictor(opts, growing) if opts.realtime else None
-        pipe = StreamingPipeline(pipeline_config_from_params(params))
-        bag_out = out / OUTPUT_BAG_NAME
-        writer = OutputBagWriter(bag_out, params)
+        growing = StampStore() if oracle else None
+        config = pipeline_config_from_params(params)
+        pipe = StreamingPipeline(config)
+        writer = OutputBagWriter(out / OUTPUT_BAG_NAME, params)
+        frames_policy = PoseFrames(params, world_T_optical_world(config.world_frame_convention,
+                                                                 config.base_T_camera), None)
+        builder = OutputBuilder(params, writer.factory, frames_policy)
+        schedule = BagTimeSchedule(params)
         depth_acc = DepthAccumulator()
-        gt_depth: dict[int, np.ndarray] = {}
+        gt_depth = StampStore()
         col = _Collected()
         oracle_skipped = 0
-        last_map_ns: int | None = None
-        last_diag_ns: int | None = None
-        map_period = int(float(params.get("map_publish_period_s", 2.0)) * 1e9)
-        diag_period = int(float(params.get("diagnostics_period_s", 1.0)) * 1e9)
+        runner: StreamRunner | None = None
         t_start = time.perf_counter()
 
-        def handle(res: WindowOutput, latency: float) -> None:
-            nonlocal last_map_ns, last_diag_ns
+        def write_accumulated(stamp: int, final: bool = False) -> None:
+            if final or schedule.due("path", stamp):
+                if (m := builder.path()) is not None:
+                    writer.write(m)
+            if (final or schedule.due("map", stamp)) and builder.map_due():
+                if (m := builder.map(*pipe.map_snapshot())) is not None:
+                    writer.write(m)
+            if final or schedule.due("diagnostics", stamp):
+                report = diagnostics_report(
+                    pipe, runner, src.stats.counts, output_rate_hz=len(col.stamps) / max(
+                        time.perf_counter() - t_start, 1e-9), device=device, scale_source=params["scale_source"])
+                if (m := builder.diagnostics(report, stamp, "vggt_ros: pipeline", device)) is not None:
+                    writer.write(m)
+
+        def on_output(res: WindowOutput, latency: float) -> None:
             col.latencies.append(latency)
             if not res.accepted:
                 return
-            writer.write_window(res)
+            for m in builder.window(res):
+                writer.write(m)
             for f in res.frames:
                 _collect(col, f)
-                d = gt_depth.pop(f.stamp_ns, None)
+                d = gt_depth.pop(f.stamp_ns)
                 if d is not None:
                     depth_acc.add(f.depth, d)
-            stamp = int(res.frames[-1].stamp_ns) if res.frames else None
-            if stamp is not None:  # depth of frames skipped by the skip policy is never needed
-                for s in [s for s in gt_depth if s < stamp]:
-                    del gt_depth[s]
-            if stamp is not None:
-                if last_map_ns is None or stamp - last_map_ns >= map_period:
-                    writer.write_map(pipe.world_map.points, pipe.world_map.colors, stamp)
-                    last_map_ns = stamp
-                if last_diag_ns is None or stamp - last_diag_ns >= diag_period:
-                    writer.write_diagnostics(_diag_values(pipe, col, time.perf_counter() - t_start), stamp)
-                    last_diag_ns = stamp
+            if res.frames:
+                stamp = int(res.frames[-1].stamp_ns)
+                gt_depth.prune(stamp)  # depth of frames skipped by the skip policy is never needed
+                if growing is not None:
+                    growing.prune(stamp, pipe.retained_stamps())
+                write_accumulated(stamp)
 
-        def run(job: Any) -> None:
-            nonlocal predictor
-            if predictor is None:
-                predictor = _make_predictor(opts, growing)
-            t0 = time.perf_counter()
-            try:
-                res = pipe.run_window(job, predictor)
-            except KeyError as exc:  # oracle without GT for a frame
-                raise ReplayError(f"predictor failed: {exc}") from None
-            handle(res, time.perf_counter() - t0)
-            if growing is not None:
-                keep = pipe.retained_stamps() if hasattr(pipe, "retained_stamps") else set(growing.d)
-                growing.prune(set(keep), max(job.frame_keys))
+        def make_runner() -> StreamRunner:
+            return StreamRunner(pipe, _make_predictor(opts, growing), on_output,
+                                overlap_outputs=params["overlap_outputs"], log=logger)
 
         def frames() -> Iterator[Frame]:
             nonlocal oracle_skipped
@@ -295,29 +331,38 @@ def replay_bag(
                         if bf.depth is None or not ok[0]:
                             oracle_skipped += 1
                             continue
-                        growing.d[bf.stamp_ns] = (pose[0], bf.intrinsics, bf.depth)
+                        growing.put(bf.stamp_ns, (pose[0], bf.intrinsics, bf.depth))
                     if bf.depth is not None:
-                        gt_depth[bf.stamp_ns] = bf.depth
+                        gt_depth.put(bf.stamp_ns, bf.depth)
                     yield _to_frame(bf, params)
             finally:
                 bar.close()
 
+        device = "n/a (oracle)" if oracle else "custom" if opts.predictor is not None else params["device"]
         try:
             if opts.realtime:
-                _run_realtime(pipe, frames(), run, float(opts.realtime), gt_depth)
+                # a live node loads its model before the first image too
+                runner = make_runner()
+                _feed_realtime(runner, frames(), float(opts.realtime), gt_depth)
             else:
                 for fr in frames():
-                    if pipe.add_frame(fr):
-                        while (job := pipe.next_window()) is not None:
-                            run(job)
+                    if runner is None:  # built at the first frame, so bad bags fail before loading weights
+                        runner = make_runner()
+                    if runner.add_frame(fr):
+                        runner.run_ready()
                     else:
-                        gt_depth.pop(fr.stamp_ns, None)
-            while (job := pipe.flush()) is not None:
-                run(job)
+                        gt_depth.pop(fr.stamp_ns)
+            if runner is not None:
+                runner.finish()
+                worker_errors = runner.stats().get("worker_errors", 0)
+                if worker_errors:
+                    warnings.append(f"{worker_errors} windows failed in the runner (see the log)")
             wall = time.perf_counter() - t_start
             last = col.stamps[-1] if col.stamps else 0
-            writer.write_map(pipe.world_map.points, pipe.world_map.colors, last)
-            writer.write_diagnostics(_diag_values(pipe, col, wall), last)
+            if runner is not None:
+                write_accumulated(last, final=True)
+        except KeyError as exc:  # oracle without GT for a frame
+            raise ReplayError(f"predictor failed: {exc}") from None
         finally:
             writer.close()
 
@@ -452,45 +497,22 @@ def _collect(col: _Collected, f: FrameOutput) -> None:
         col.key_poses.append(np.asarray(f.world_T_camera, np.float64))
 
 
-def _diag_values(pipe: Any, col: _Collected, wall: float) -> dict[str, Any]:
-    v: dict[str, Any] = dict(pipe.counters())
-    v["metric"] = bool(pipe.is_metric)
-    v["scale_m_per_unit"] = float(pipe.scale)
-    v["frames_per_s"] = len(col.stamps) / max(wall, 1e-9)
-    if col.latencies:
-        v["window_latency_p50_s"] = float(np.median(col.latencies))
-    return v
-
-
-def _run_realtime(pipe: Any, frames: Iterator[Frame], run: Any, rate: float, gt_depth: dict) -> None:
-    """Simulated live camera: frame k arrives at (stamp_k - stamp_0) / rate s on a clock that advances
-    by the measured inference time; the pipeline's skip policy decides what is dropped."""
+def _feed_realtime(runner: StreamRunner, frames: Iterator[Frame], rate: float, gt_depth: StampStore) -> None:
+    """A live camera at ``rate`` x bag speed: frame k is added (stamp_k - stamp_0) / rate seconds after
+    the first, while the runner's threads predict as the node's do; the skip policy drops what a live
+    node would drop."""
     if rate <= 0:
         raise ReplayError(f"--realtime must be > 0, got {rate}")
-    it = iter(frames)
-    nxt = next(it, None)
-    if nxt is None:
-        return
-    t0 = nxt.stamp_ns
-    now = 0.0
-
-    def arrival(f: Frame) -> float:
-        return (f.stamp_ns - t0) / 1e9 / rate
-
-    while True:
-        while nxt is not None and arrival(nxt) <= now:
-            if not pipe.add_frame(nxt):
-                gt_depth.pop(nxt.stamp_ns, None)
-            nxt = next(it, None)
-        job = pipe.next_window()
-        if job is not None:
-            t = time.perf_counter()
-            run(job)
-            now += time.perf_counter() - t
-            continue
-        if nxt is None:
-            return
-        now = max(now, arrival(nxt))  # idle until the next frame arrives
+    runner.start()
+    t0 = stamp0 = None
+    for f in frames:
+        if t0 is None:
+            t0, stamp0 = time.perf_counter(), f.stamp_ns
+        delay = t0 + (f.stamp_ns - stamp0) / 1e9 / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        if not runner.add_frame(f):
+            gt_depth.pop(f.stamp_ns)
 
 
 # --------------------------------------------------------------------------------------------------- CLI

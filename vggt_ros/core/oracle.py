@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vggt_ros.core.types import PredictorBase
 from vggt_ros.prediction import Prediction, PreprocessInfo
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _depth_to_window_points(depth: np.ndarray, K: np.ndarray, win_T_cam: np.ndar
     return out
 
 
-class OraclePredictor:
+class OraclePredictor(PredictorBase):
     """A :class:`vggt_ros.core.types.Predictor` that answers from ground truth looked up by frame key.
 
     gt: mapping ``stamp_ns -> (world_T_camera 4x4, K 3x3 at the image resolution, depth HxW metres,

@@ -710,6 +710,25 @@ class StreamingPipeline:
     def world_map(self) -> WorldMap:
         return self._map
 
+    def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the map's points and colours, consistent with each other (taken under the output
+        lock, so a window being emitted on another thread is either wholly in or wholly out)."""
+        with self._map_lock:
+            return np.array(self._map.points, copy=True), np.array(self._map.colors, copy=True)
+
+    def save_map(self, path: str) -> int:
+        """Write the map as PLY (see :meth:`WorldMap.save_ply`) while no window is emitted into it;
+        returns the number of points written."""
+        with self._map_lock:
+            self._map.save_ply(path)
+            return len(self._map)
+
+    def retained_stamps(self) -> set[int]:
+        """Stamps of placed frames that later windows may still use as context: per-frame data kept
+        outside the pipeline (ground truth for the oracle) may be forgotten for every other placed
+        frame."""
+        return self._buffer.retained_stamps()
+
     @property
     def is_metric(self) -> bool:
         """True when outputs are in metres (scale source fixed, or depth/odometry with a sample)."""

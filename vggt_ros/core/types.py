@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -53,6 +53,31 @@ class Predictor(Protocol):
         query_points: np.ndarray | None = None,
         frame_keys: Sequence[int] | None = None,
     ) -> Prediction: ...
+
+    def prefetch(self, images: Sequence[np.ndarray], frame_keys: Sequence[int]) -> object:
+        """Start preparing frames before their window is predicted (non-blocking)."""
+
+    def warmup(self, window_size: int, stride: int, image_hw: tuple[int, int] | None = None,
+               eager_on_recompile: bool = False) -> dict[str, Any]:
+        """Prepare every window shape of the stream (compilation); the report says what was done."""
+
+    def clear_caches(self) -> None:
+        """Forget per-frame caches: frame keys may now come back with other images (a reset)."""
+
+
+class PredictorBase:
+    """The hooks of :class:`Predictor` for predictors with nothing to prefetch, compile or cache
+    (the oracle, test doubles): subclass it and implement ``predict``."""
+
+    def prefetch(self, images: Sequence[np.ndarray], frame_keys: Sequence[int]) -> None:
+        return None
+
+    def warmup(self, window_size: int, stride: int, image_hw: tuple[int, int] | None = None,
+               eager_on_recompile: bool = False) -> dict[str, Any]:
+        return {"compiled": False}
+
+    def clear_caches(self) -> None:
+        return None
 
 
 @dataclass

@@ -109,6 +109,10 @@ class InferenceOutOfMemory(RuntimeError):
     """The accelerator ran out of memory for this window; callers can retry with fewer frames."""
 
 
+# What a caller of predict() may see when a window does not fit: ours, or torch's raised elsewhere.
+OUT_OF_MEMORY_ERRORS: tuple[type[BaseException], ...] = (InferenceOutOfMemory, *_OOM_ERRORS)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` -> CUDA if available, else CPU."""
     if device is None:

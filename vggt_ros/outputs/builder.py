@@ -1,0 +1,146 @@
+"""OutputBuilder: window outputs, the map and diagnostics -> the messages of the output plan.
+
+One builder serves the node (rclpy message classes) and the replay (a rosbags typestore): both give
+a :class:`MessageFactory` and publish/write the :class:`Outgoing` messages it returns, so what a bag
+replay writes is what the node publishes. The Path is accumulating: each pose's ``PoseStamped`` is
+built once and kept (at most ``path_max_poses``), so a Path message costs list copies, not a
+rebuild of every pose; it is published every ``path_publish_period_s`` when it has new poses.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from vggt_ros.core.types import WindowOutput
+from vggt_ros.messages.camera_info import camera_info_fields
+from vggt_ros.messages.diagnostics import diagnostic_array_fields, diagnostic_status_fields
+from vggt_ros.messages.images import confidence_image_fields, depth_image_fields, rgb_image_fields
+from vggt_ros.messages.point_clouds import pointcloud2_fields
+from vggt_ros.messages.poses import odometry_fields, pose_stamped_fields, transform_stamped_fields
+from vggt_ros.messages.stamps import header_fields
+from vggt_ros.messages.tracks import keypoint_tracks_fields
+from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, enabled_outputs
+from vggt_ros.outputs.pose_frames import PoseFrames
+from vggt_ros.runner.diagnostics import DiagnosticsReport
+
+
+class MessageFactory(Protocol):
+    def build(self, msg_type: str, fields: Mapping[str, Any]) -> Any:
+        """A message of ``msg_type`` ('nav_msgs/msg/Path') from a fields dict (values may already be
+        messages of this factory)."""
+
+
+@dataclass
+class Outgoing:
+    """One message to publish on the output ``key`` of the plan; ``tf`` carries a list of
+    TransformStamped (what a tf2 broadcaster sends), every other key one message."""
+
+    key: str
+    message: Any
+    stamp_ns: int
+
+
+class OutputBuilder:
+    """Messages of the enabled outputs (see :mod:`vggt_ros.outputs.plan`)."""
+
+    def __init__(self, params: Mapping[str, Any], factory: MessageFactory, frames: PoseFrames) -> None:
+        self.factory = factory
+        self.frames = frames
+        self.enabled = frozenset(o.key for o in enabled_outputs(params))
+        self._path_max = int(params["path_max_poses"]) or None
+        self._path: deque[Any] = deque(maxlen=self._path_max)
+        self._path_new = False
+        self._newest_stamp: int | None = None
+        self._map_new = False
+
+    def _msg(self, key: str, fields: Mapping[str, Any], stamp_ns: int) -> Outgoing:
+        return Outgoing(key, self.factory.build(OUTPUTS_BY_KEY[key].msg_type, fields), int(stamp_ns))
+
+    @property
+    def newest_stamp_ns(self) -> int | None:
+        """Stamp of the newest published frame (the map's stamp)."""
+        return self._newest_stamp
+
+    def reset(self) -> None:
+        self._path.clear()
+        self._path_new = self._map_new = False
+        self._newest_stamp = None
+
+    # ------------------------------------------------------------------ per window
+    def window(self, output: WindowOutput) -> list[Outgoing]:
+        """Per-frame messages of an accepted window, in frame order, then its tracks."""
+        if not output.accepted:
+            return []
+        out: list[Outgoing] = []
+        on = self.enabled
+        for fo in output.frames:
+            s, cam = int(fo.stamp_ns), fo.frame_id
+            placed = self.frames.place(fo.world_T_camera, cam, s)
+            if placed is not None:
+                world = self.frames.world_frame
+                if "tf" in on and placed.tf is not None:
+                    T, parent, child = placed.tf
+                    out.append(Outgoing("tf", [self.factory.build(
+                        "geometry_msgs/msg/TransformStamped", transform_stamped_fields(T, s, parent, child))], s))
+                if "odometry" in on:
+                    out.append(self._msg("odometry", odometry_fields(placed.pose, s, world, placed.child_frame), s))
+                if "path" in on:
+                    self._path.append(self.factory.build("geometry_msgs/msg/PoseStamped",
+                                                         pose_stamped_fields(placed.pose, s, world)))
+                    self._path_new = True
+            if "depth" in on:
+                hd, wd = fo.depth.shape
+                out.append(self._msg("depth", depth_image_fields(fo.depth, s, cam), s))
+                out.append(self._msg("depth_info", camera_info_fields(fo.depth_intrinsics, hd, wd, s, cam), s))
+            if "confidence" in on:
+                out.append(self._msg("confidence", confidence_image_fields(fo.depth_conf, s, cam), s))
+            if "depth_rgb" in on:
+                out.append(self._msg("depth_rgb", rgb_image_fields(fo.rgb, s, cam), s))
+            if "points" in on:
+                out.append(self._msg("points", pointcloud2_fields(fo.points, fo.colors, s, cam), s))
+            self._newest_stamp = s if self._newest_stamp is None else max(self._newest_stamp, s)
+            self._map_new = True
+        tracks = output.tracks
+        if "tracks" in on and tracks is not None and tracks.positions.shape[1] > 0:
+            fields = keypoint_tracks_fields(tracks)
+            out.append(self._msg("tracks", fields, int(tracks.stamps_ns[-1])))
+        return out
+
+    # ------------------------------------------------------------------ accumulating outputs
+    def path(self) -> Outgoing | None:
+        """The Path (every kept pose), when poses were added since the last one."""
+        if "path" not in self.enabled or not self._path_new or self._newest_stamp is None:
+            return None
+        self._path_new = False
+        stamp = self._newest_stamp
+        fields = {"header": header_fields(stamp, self.frames.world_frame), "poses": list(self._path)}
+        return self._msg("path", fields, stamp)
+
+    def map_due(self) -> bool:
+        """Frames were integrated since the last map message."""
+        return "map" in self.enabled and self._map_new and self._newest_stamp is not None
+
+    def map(self, points: np.ndarray, colors: np.ndarray | None) -> Outgoing | None:
+        """The accumulated map (core world points, e.g. ``pipeline.map_snapshot()``) in the published
+        world frame, stamped with the newest frame; None when not due or not placeable yet."""
+        if not self.map_due():
+            return None
+        pts = self.frames.map_points(np.asarray(points, np.float32).reshape(-1, 3))
+        if pts is None:
+            return None
+        self._map_new = False
+        stamp = int(self._newest_stamp)  # type: ignore[arg-type]
+        cols = None if colors is None else np.asarray(colors, np.uint8).reshape(-1, 3)
+        return self._msg("map", pointcloud2_fields(pts, cols, stamp, self.frames.world_frame), stamp)
+
+    def diagnostics(self, report: DiagnosticsReport, stamp_ns: int, name: str, hardware_id: str
+                    ) -> Outgoing | None:
+        if "diagnostics" not in self.enabled:
+            return None
+        status = diagnostic_status_fields(name, report.values, report.level, report.message, hardware_id)
+        return self._msg("diagnostics", diagnostic_array_fields([status], int(stamp_ns)), stamp_ns)
