@@ -90,7 +90,9 @@ def load_params(
 ) -> dict[str, Any]:
     """The node's parameters from its YAML (default config/vggt.yaml, else the table's defaults) plus
     overrides, validated by the node's own rules."""
-    from vggt_ros.ros.params import defaults, load_params_yaml, validate_params
+    from vggt_ros.params.table import defaults
+    from vggt_ros.params.validation import validate_params
+    from vggt_ros.params.yaml_file import load_params_yaml
 
     try:
         if path is not None:
@@ -148,10 +150,10 @@ def _make_predictor(opts: ReplayOptions, growing: _GrowingGT | None) -> Any:
             seed=opts.seed,
             **opts.oracle_noise,
         )
-    from vggt_ros.ros.params import make_predictor
+    from vggt_ros.model.factory import build_engine
 
     try:
-        return make_predictor(p, seed=opts.seed)
+        return build_engine(p, seed=opts.seed)
     except Exception as exc:  # noqa: BLE001 - weights missing/offline/corrupt: the user must act
         raise ReplayError(
             f"cannot build the VGGT predictor (checkpoint {p['checkpoint']!r}): {type(exc).__name__}: {exc}"
@@ -192,7 +194,7 @@ def replay_bag(
 ) -> dict[str, Any]:
     """Replay one bag into ``out_dir``; returns the metrics dict (also written as metrics.json)."""
     from vggt_ros.core.pipeline import StreamingPipeline
-    from vggt_ros.ros.params import pipeline_config_from_params
+    from vggt_ros.params.validation import pipeline_config_from_params
 
     params = opts.params
     out = Path(out_dir)

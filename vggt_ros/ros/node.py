@@ -37,14 +37,10 @@ import numpy as np
 
 from vggt_ros.core.frames import invert_pose, world_T_optical_world
 from vggt_ros.core.types import Frame, WindowOutput
+from vggt_ros.model.factory import device_name
+from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
+from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.ros import conversions as conv
-from vggt_ros.ros.params import (
-    DEFAULT_NODE_NAME,
-    PARAMS,
-    pipeline_config_from_params,
-    resolve_device,
-    validate_params,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +262,7 @@ def _build_node_class() -> type:
 
         Constructor arguments other than ROS's: ``params`` (a dict overriding parameters, same as
         ``parameter_overrides``), ``predictor`` (any :class:`vggt_ros.core.types.Predictor`; required
-        for predictor 'oracle'; default: :func:`vggt_ros.ros.params.make_predictor`), and the
+        for predictor 'oracle'; default: :func:`vggt_ros.model.factory.build_engine`), and the
         injectable ROS pieces ``tf_broadcaster_factory(node)``, ``tf_buffer_factory(node)``,
         ``tracks_msg_type`` and ``tracks_publisher_factory(node, msg_type, topic, qos)`` (defaults: the
         real tf2_ros and vggt_ros.msg on a ROS install).
@@ -326,7 +322,7 @@ def _build_node_class() -> type:
             self._map_dirty = False
             self._max_window_frames = p["window_size"]
             self._warmed_up = False
-            self._device = "n/a (oracle)" if p["predictor"] == "oracle" else resolve_device(p["device"])
+            self._device = "n/a (oracle)" if p["predictor"] == "oracle" else device_name(p["device"])
 
             config = pipeline_config_from_params(p)
             from vggt_ros.core.pipeline import StreamingPipeline
@@ -338,9 +334,9 @@ def _build_node_class() -> type:
                     raise ValueError("predictor 'oracle' needs ground truth: pass "
                                      "predictor=OraclePredictor(...) to VggtNode (the command-line node "
                                      "can only run 'vggt')")
-                from vggt_ros.ros.params import make_predictor
+                from vggt_ros.model.factory import build_engine
 
-                predictor = make_predictor(p)
+                predictor = build_engine(p)
             self._predictor = predictor
             self._oom_types = oom_exception_types()
 

@@ -1,4 +1,4 @@
-"""The node's parameter table, its YAML and the ROS-free node helpers (no rclpy needed)."""
+"""The parameter table, its YAML, the model factory and the ROS-free node helpers (no rclpy needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import yaml
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.pipeline import WindowJob
 from vggt_ros.core.types import Frame
-from vggt_ros.ros import params as P
+from vggt_ros.model import factory
+from vggt_ros.params import table as T
+from vggt_ros.params import yaml_file as Y
+from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.ros.node import DepthSync, RateMeter, trim_job
 
 YAML = Path(__file__).resolve().parents[1] / "config" / "vggt.yaml"
@@ -20,26 +23,26 @@ YAML = Path(__file__).resolve().parents[1] / "config" / "vggt.yaml"
 
 def test_yaml_documents_exactly_the_table_with_its_defaults():
     doc = yaml.safe_load(YAML.read_text())
-    section = doc["vggt_node"]["ros__parameters"]
-    assert list(section) == [p.name for p in P.PARAMS]  # same names, table order
-    assert P.validate_params(section) == P.defaults()
+    section = doc["/**"]["ros__parameters"]
+    assert list(section) == [p.name for p in T.PARAMS]  # same names, table order
+    assert validate_params(section) == T.defaults()
     text = YAML.read_text()
-    for p in P.PARAMS:  # every parameter has a comment line right above it
+    for p in T.PARAMS:  # every parameter has a comment line right above it
         lines = text.splitlines()
         i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{p.name}:"))
         assert lines[i - 1].strip().startswith("#")
-    assert text == P.params_yaml_text()  # regenerate with params_yaml_text() after changing the table
+    assert text == Y.params_yaml_text()  # regenerate with params_yaml_text() after changing the table
 
 
 def test_pipeline_parameters_map_one_to_one_onto_pipeline_config():
     fields = [f.name for f in dataclasses.fields(PipelineConfig) if f.name != "extra"]
-    table = [p.name for p in P.PARAMS if p.group == "pipeline"]
+    table = [p.name for p in T.PARAMS if p.group == "pipeline"]
     assert table == fields
-    for p in P.PARAMS:
+    for p in T.PARAMS:
         assert p.description and "see vggt_ros/core/config.py" not in p.description, p.name
-    cfg = P.pipeline_config_from_params(P.defaults())
+    cfg = pipeline_config_from_params(T.defaults())
     assert cfg == PipelineConfig()
-    cfg = P.pipeline_config_from_params(P.validate_params(
+    cfg = pipeline_config_from_params(validate_params(
         {"window_size": 10, "stride": 5, "scale_source": "depth",
          "base_T_camera": np.eye(4).reshape(-1).tolist()}))
     assert (cfg.window_size, cfg.stride, cfg.scale_source) == (10, 5, "depth")
@@ -60,15 +63,15 @@ def test_pipeline_parameters_map_one_to_one_onto_pipeline_config():
 ])
 def test_invalid_values_name_the_parameter(bad, name):
     with pytest.raises(ValueError, match=name):
-        P.validate_params(bad)
+        validate_params(bad)
 
 
 def test_valid_edge_values_and_coercions():
-    v = P.validate_params({"device": "cuda:1", "fixed_scale": 2, "checkpoint": "", "predictor": "oracle",
+    v = validate_params({"device": "cuda:1", "fixed_scale": 2, "checkpoint": "", "predictor": "oracle",
                            "odom_frame": "odom", "base_frame": "base_link", "use_sim_time": True})
     assert v["device"] == "cuda:1" and v["fixed_scale"] == 2.0 and isinstance(v["fixed_scale"], float)
     assert "use_sim_time" not in v
-    assert P.validate_params({"checkpoint": "", "model_config": "small"})["checkpoint"] == ""
+    assert validate_params({"checkpoint": "", "model_config": "small"})["checkpoint"] == ""
 
 
 def test_load_params_yaml_merges_wildcard_and_node_sections(tmp_path):
@@ -76,26 +79,26 @@ def test_load_params_yaml_merges_wildcard_and_node_sections(tmp_path):
     f.write_text("/**:\n  ros__parameters:\n    window_size: 12\n    stride: 2\n"
                  "/robot/vggt_node:\n  ros__parameters:\n    stride: 6\n    map_frame: world\n"
                  "other_node:\n  ros__parameters:\n    stride: 3\n")
-    d = P.load_params_yaml(f)
+    d = Y.load_params_yaml(f, node_fqn="/robot/vggt_node")
     assert d == {"window_size": 12, "stride": 6, "map_frame": "world"}
-    assert P.pipeline_config_from_params(P.validate_params(d)).stride == 6
-    assert P.load_params_yaml(f, node_name="camera_driver") == {"window_size": 12, "stride": 2}
+    assert pipeline_config_from_params(validate_params(d)).stride == 6
+    assert Y.load_params_yaml(f, node_name="camera_driver") == {"window_size": 12, "stride": 2}
     f.write_text("other_node:\n  ros__parameters:\n    stride: 3\n")
     with pytest.raises(ValueError, match="no parameters for node"):
-        P.load_params_yaml(f)
+        Y.load_params_yaml(f)
     f.write_text("vggt_node:\n  window_size: 3\n")
     with pytest.raises(ValueError, match="ros__parameters"):
-        P.load_params_yaml(f)
+        Y.load_params_yaml(f)
 
 
-def test_make_predictor_refuses_the_oracle_with_a_reason():
+def test_build_engine_refuses_the_oracle_with_a_reason():
     with pytest.raises(ValueError, match="ground truth"):
-        P.make_predictor({"predictor": "oracle", "checkpoint": ""})
+        factory.build_engine({"predictor": "oracle", "checkpoint": ""})
 
 
 @pytest.mark.parametrize("source", ["depth", "point_head"])
-def test_make_predictor_runs_the_point_head_only_when_clouds_come_from_it(source):
-    engine = P.make_predictor({"predictor": "vggt", "model_config": "small", "checkpoint": "",
+def test_build_engine_runs_the_point_head_only_when_clouds_come_from_it(source):
+    engine = factory.build_engine({"predictor": "vggt", "model_config": "small", "checkpoint": "",
                                "device": "cpu", "points_source": source})
     image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
     pred = engine.predict([image, image], frame_keys=[1, 2])
@@ -145,13 +148,13 @@ def test_rate_meter():
     assert r.rate(now=200.0) == 0.0
 
 
-def test_make_predictor_passes_the_speed_options(monkeypatch):
+def test_build_engine_passes_the_speed_options(monkeypatch):
     import vggt_ros.model.engine as engine_mod
 
     compiled = []
     monkeypatch.setattr(engine_mod, "compile_blocks", lambda m, backend="inductor": compiled.append(m) or 0)
     base = {"predictor": "vggt", "model_config": "small", "checkpoint": "", "device": "cpu"}
-    plain = P.make_predictor(base)
+    plain = factory.build_engine(base)
     assert plain.dpt_autocast is False and compiled == []
-    fast = P.make_predictor({**base, "dpt_autocast": True, "compile": "blocks"})
+    fast = factory.build_engine({**base, "dpt_autocast": True, "compile": "blocks"})
     assert fast.dpt_autocast is True and compiled == [fast.model]
