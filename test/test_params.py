@@ -31,7 +31,7 @@ def test_yaml_documents_exactly_the_table_with_its_defaults():
         lines = text.splitlines()
         i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{p.name}:"))
         assert lines[i - 1].strip().startswith("#")
-    assert text == Y.params_yaml_text()  # regenerate with params_yaml_text() after changing the table
+    assert text == Y.params_yaml_text()  # regenerate: python3 -m vggt_ros.params.yaml_file
 
 
 def test_pipeline_parameters_map_one_to_one_onto_pipeline_config():
@@ -68,7 +68,7 @@ def test_invalid_values_name_the_parameter(bad, name):
 
 def test_valid_edge_values_and_coercions():
     v = validate_params({"device": "cuda:1", "fixed_scale": 2, "checkpoint": "", "predictor": "oracle",
-                           "odom_frame": "odom", "base_frame": "base_link", "use_sim_time": True})
+                         "odom_frame": "odom", "base_frame": "base_link", "use_sim_time": True})
     assert v["device"] == "cuda:1" and v["fixed_scale"] == 2.0 and isinstance(v["fixed_scale"], float)
     assert "use_sim_time" not in v
     assert validate_params({"checkpoint": "", "model_config": "small"})["checkpoint"] == ""
