@@ -158,3 +158,93 @@ def test_build_engine_passes_the_speed_options(monkeypatch):
     assert plain.dpt_autocast is False and compiled == []
     fast = factory.build_engine({**base, "dpt_autocast": True, "compile": "blocks"})
     assert fast.dpt_autocast is True and compiled == [fast.model]
+
+
+# ---------------------------------------------------------------------------------------------- one table
+def test_committed_yaml_is_the_generated_one_and_applies_in_any_namespace(tmp_path):
+    assert Y.main(["--check", "--path", str(YAML)]) == 0  # else: python3 -m vggt_ros.params.yaml_file
+    stale = tmp_path / "vggt.yaml"
+    stale.write_text(YAML.read_text().replace("window_size: 8", "window_size: 9"))
+    assert Y.main(["--check", "--path", str(stale)]) == 1
+    Y.write_default_yaml(stale)
+    assert stale.read_text() == YAML.read_text()
+    # A bare "vggt_node:" key never reached the launched /vggt/vggt_node; "/**" reaches any namespace.
+    assert list(yaml.safe_load(YAML.read_text())) == ["/**"]
+    assert Y.load_params_yaml(YAML) == Y.load_params_yaml(YAML, node_fqn="/other/vggt_node")
+
+
+def test_load_params_yaml_matches_node_keys_as_rcl_does(tmp_path):
+    f = tmp_path / "p.yaml"
+
+    def load(text: str, fqn: str) -> dict:
+        f.write_text(text)
+        return Y.load_params_yaml(f, node_fqn=fqn)
+
+    wildcard = "/**:\n  ros__parameters:\n    stride: 2\n"
+    assert load(wildcard, "/vggt/vggt_node") == {"stride": 2}
+    assert load(wildcard, "/other/vggt_node") == {"stride": 2}
+    assert load('"**":\n  ros__parameters:\n    stride: 2\n', "/a/b/vggt_node") == {"stride": 2}
+    bare = "vggt_node:\n  ros__parameters:\n    stride: 3\n"
+    with pytest.raises(ValueError, match="no parameters for node '/vggt/vggt_node'"):
+        load(bare, "/vggt/vggt_node")  # rcl reads a bare key as /vggt_node
+    assert load(bare, "/vggt_node") == {"stride": 3}
+    exact = "/vggt/vggt_node:\n  ros__parameters:\n    stride: 5\n"
+    assert load(exact, "/vggt/vggt_node") == {"stride": 5}
+    with pytest.raises(ValueError, match="no parameters"):
+        load(exact, "/other/vggt_node")
+    any_ns = "/**/vggt_node:\n  ros__parameters:\n    stride: 6\n"
+    assert load(any_ns, "/vggt/vggt_node") == load(any_ns, "/vggt_node") == {"stride": 6}
+    with pytest.raises(ValueError, match="no parameters"):
+        load(any_ns, "/vggt/camera")
+    assert load("/*/vggt_node:\n  ros__parameters:\n    stride: 7\n", "/vggt/vggt_node") == {"stride": 7}
+    nested = "vggt:\n  vggt_node:\n    ros__parameters:\n      stride: 4\n"  # namespace as a parent key
+    assert load(nested, "/vggt/vggt_node") == {"stride": 4}
+    # Every matching section applies, in file order (later ones override).
+    both = exact + wildcard
+    assert load(both, "/vggt/vggt_node") == {"stride": 2}
+    assert Y.load_params_yaml(f) == {"stride": 2}  # default: /vggt/vggt_node, as launched
+    assert Y.node_key_matches("/**", "/vggt/vggt_node")
+    assert not Y.node_key_matches("vggt_node", "/vggt/vggt_node")
+
+
+def test_pipeline_config_defaults_are_the_tables():
+    cfg = PipelineConfig()
+    for name in T.PIPELINE_PARAM_NAMES:
+        default = T.PARAMS_BY_NAME[name].default
+        value = getattr(cfg, name)
+        if name == "base_T_camera":
+            assert default == [] and value is None
+        else:
+            assert value == default and type(value) is type(default), name
+    fields = [f.name for f in dataclasses.fields(PipelineConfig) if f.name != "extra"]
+    assert fields == list(T.PIPELINE_PARAM_NAMES)
+
+
+def test_pipeline_config_checks_values_by_the_table():
+    with pytest.raises(ValueError, match="target_size.*multiple of 14"):
+        PipelineConfig(target_size=500)
+    with pytest.raises(ValueError, match="window_size.*out of range"):
+        PipelineConfig(window_size=300, stride=4)
+    stride = PipelineConfig(stride=np.int64(3)).stride
+    assert stride == 3 and type(stride) is int
+
+
+def test_the_pipeline_builds_its_parts_with_the_tables_values():
+    from vggt_ros.core.pipeline import StreamingPipeline
+
+    pipe = StreamingPipeline(PipelineConfig())
+    sel, d = pipe._selector, T.default_of
+    assert (sel.min_parallax_px, sel.min_rotation_deg, sel.min_translation) == (
+        d("min_parallax_px"), d("min_rotation_deg"), d("min_translation"))
+    assert (sel.min_gap, sel.max_gap, sel.flow_width) == (
+        d("min_keyframe_gap"), d("max_keyframe_gap"), d("flow_width"))
+    assert pipe._scale.min_motion == d("scale_min_motion") and pipe._map.max_points == d("map_max_points")
+    pipe = StreamingPipeline(PipelineConfig(min_parallax_px=12.0, min_rotation_deg=3.0))
+    assert (pipe._selector.min_parallax_px, pipe._selector.min_rotation_deg) == (12.0, 3.0)
+
+
+def test_device_name_resolves_auto_only():
+    import torch
+
+    assert factory.device_name("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert factory.device_name("cuda:1") == "cuda:1" and factory.device_name("cpu") == "cpu"
