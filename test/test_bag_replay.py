@@ -14,7 +14,7 @@ from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.eval.metrics import associate, ate
 from vggt_ros.eval.tum import read_tum
-from vggt_ros.ros.params import pipeline_config_from_params
+from vggt_ros.params.validation import pipeline_config_from_params
 
 # Oracle without noise: the only error left is float32 rounding in the predictions and the 9-digit
 # TUM text, so the ATE must be essentially zero. Measured ~1.5e-7 of the trajectory length.
@@ -235,7 +235,7 @@ def test_batch_and_realtime(bags, tmp_path):  # noqa: F811
 
 
 def test_vggt_engine_replay_small_random_model(bags, tmp_path):  # noqa: F811
-    """The default predictor path (make_predictor -> InferenceEngine) runs through the replay. Random
+    """The default predictor path (build_engine -> InferenceEngine) runs through the replay. Random
     small weights: only the plumbing is checked (every frame out once, metrics written), not accuracy."""
     rc = main(
         [

@@ -1,7 +1,9 @@
-"""Every parameter of the streaming core in one flat, validated dataclass.
+"""The streaming core's parameters as one typed object (defaults and bounds from the table).
 
-The names are flat and explicit on purpose: the node's parameter table maps ROS parameter names 1:1
-onto these field names, and :meth:`PipelineConfig.from_params` builds a config from such a flat dict.
+Why no defaults or range checks written here: :mod:`vggt_ros.params.table` owns every parameter's
+default, bounds and choices; each field's default is read from it and every value is coerced by its
+:class:`~vggt_ros.params.spec.ParamSpec`, so a value passed here, to the node or to the replay meets
+exactly the same rules. Only the cross-field rules (stride < window_size, ...) live here, once.
 """
 
 from __future__ import annotations
@@ -13,20 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from vggt_ros.params.table import PARAMS_BY_NAME, PIPELINE_PARAM_NAMES, default_of
+
 logger = logging.getLogger(__name__)
 
-SKIP_POLICIES = ("keep_newest", "keep_all")
-SCALE_SOURCES = ("none", "fixed", "depth", "odometry")
-WORLD_CONVENTIONS = ("optical", "rep103")
-TRACK_QUERY_MODES = ("grid", "corners")
-MAP_UPDATE_MODES = ("keyframes", "all")
-PREPROCESS_MODES = ("crop", "pad")
-POINTS_SOURCES = ("depth", "point_head")
+_d = default_of
 
 
 @dataclass
 class PipelineConfig:
-    """Parameters of :class:`vggt_ros.core.pipeline.StreamingPipeline` (units in the field comments).
+    """Parameters of :class:`vggt_ros.core.pipeline.StreamingPipeline` (meaning, unit and bounds of
+    each field: :mod:`vggt_ros.params.table`).
 
     Window: each window holds ``window_size`` frames, ``stride`` of them new; the other
     ``window_size - stride`` are already-placed frames (the first is the anchor keyframe: the oldest
@@ -34,93 +33,79 @@ class PipelineConfig:
     """
 
     # --- window and queue --------------------------------------------------------------------------
-    window_size: int = 8
-    stride: int = 4  # new frames per window (per inference)
-    skip_policy: str = "keep_newest"  # keep_newest: drop older pending frames; keep_all: bounded FIFO
-    max_pending_frames: int = 64  # keep_all: queue bound, the oldest pending frame is dropped beyond it
+    window_size: int = _d("window_size")
+    stride: int = _d("stride")
+    skip_policy: str = _d("skip_policy")
+    max_pending_frames: int = _d("max_pending_frames")
     # --- keyframes -----------------------------------------------------------------------------------
-    min_parallax_px: float = 30.0  # median sparse-flow magnitude vs the last keyframe, camera pixels
-    min_rotation_deg: float = 10.0  # predicted rotation vs the last keyframe
-    min_translation: float = 0.1  # predicted translation vs the last keyframe / its median depth
-    min_keyframe_gap: int = 1  # processed frames between keyframes, at least
-    max_keyframe_gap: int = 30  # processed frames between keyframes, at most (forces a keyframe)
-    flow_width: int = 160  # width of the grey image used for the sparse flow
+    min_parallax_px: float = _d("min_parallax_px")
+    min_rotation_deg: float = _d("min_rotation_deg")
+    min_translation: float = _d("min_translation")
+    min_keyframe_gap: int = _d("min_keyframe_gap")
+    max_keyframe_gap: int = _d("max_keyframe_gap")
+    flow_width: int = _d("flow_width")
     # --- alignment of a window into the world ---------------------------------------------------------
-    align_conf_quantile: float = 0.5  # pixels above this conf quantile in both predictions are used
-    min_valid_pixels: int = 200  # overlapping confident pixels needed to align a window
-    max_alignment_residual: float = 0.25  # median relative depth disagreement above which we reject
-    sim3_refine: bool = True  # re-estimate the anchor-based placement from all context frames (mean)
-    context_pose_averaging: bool = True  # fuse context frames' stored poses over the windows seeing them
-    anchor_min_overlap: float = 0.2  # oldest context keyframe seeing this much of the newest view anchors
+    align_conf_quantile: float = _d("align_conf_quantile")
+    min_valid_pixels: int = _d("min_valid_pixels")
+    max_alignment_residual: float = _d("max_alignment_residual")
+    sim3_refine: bool = _d("sim3_refine")
+    context_pose_averaging: bool = _d("context_pose_averaging")
+    anchor_min_overlap: float = _d("anchor_min_overlap")
     # --- metric scale -------------------------------------------------------------------------------
-    scale_source: str = "none"  # none | fixed | depth | odometry
-    fixed_scale: float = 1.0  # metres per world unit for scale_source=fixed
-    scale_freeze_samples: int = 30  # samples after which the metric scale is frozen (0: rolling median)
-    scale_min_motion: float = 0.2  # metres of odometry translation between keyframes for a sample
-    scale_min_pixels: int = 200  # valid pixels of a metric depth image for a sample
+    scale_source: str = _d("scale_source")
+    fixed_scale: float = _d("fixed_scale")
+    scale_freeze_samples: int = _d("scale_freeze_samples")
+    scale_min_motion: float = _d("scale_min_motion")
+    scale_min_pixels: int = _d("scale_min_pixels")
     # --- frames -------------------------------------------------------------------------------------
-    base_T_camera: np.ndarray | None = None  # 4x4 robot base <- camera optical frame, metres
-    world_frame_convention: str = "optical"  # optical (OpenCV) | rep103 (x forward, y left, z up)
+    base_T_camera: np.ndarray | None = None  # the table's [] (none); a 4x4 array once validated
+    world_frame_convention: str = _d("world_frame_convention")
     # --- outputs ------------------------------------------------------------------------------------
-    depth_width: int = 0  # published depth size; 0 with depth_height 0: camera size * depth_scale_factor
-    depth_height: int = 0
-    depth_scale_factor: float = 1.0
-    conf_percentile: float = 25.0  # per frame, pixels below this confidence percentile are invalid
-    conf_min: float = 0.0  # absolute confidence floor
-    cloud_stride: int = 4  # per-frame point cloud: every n-th depth pixel in u and v
-    cloud_max_points: int = 20000  # per-frame point cloud bound (evenly subsampled beyond)
-    points_source: str = "depth"  # depth (depth + camera, usually more accurate) | point_head (VGGT's points)
+    depth_width: int = _d("depth_width")
+    depth_height: int = _d("depth_height")
+    depth_scale_factor: float = _d("depth_scale_factor")
+    conf_percentile: float = _d("conf_percentile")
+    conf_min: float = _d("conf_min")
+    cloud_stride: int = _d("cloud_stride")
+    cloud_max_points: int = _d("cloud_max_points")
+    points_source: str = _d("points_source")
     # --- world map ----------------------------------------------------------------------------------
-    voxel_size: float = 0.02  # world map voxel edge in output units (0: no voxel downsampling)
-    map_max_points: int = 500_000  # hard bound of the world map (least recently seen voxels dropped)
-    map_update: str = "keyframes"  # keyframes | all: which frames feed the map
+    voxel_size: float = _d("voxel_size")
+    map_max_points: int = _d("map_max_points")
+    map_update: str = _d("map_update")
     # --- tracks -------------------------------------------------------------------------------------
-    num_track_queries: int = 0  # 0 = tracking off
-    track_query_mode: str = "grid"  # grid | corners
-    track_match_px: float = 3.0  # a query within this distance of a previous track end continues it
+    num_track_queries: int = _d("num_track_queries")
+    track_query_mode: str = _d("track_query_mode")
+    track_match_px: float = _d("track_match_px")
     # --- model input --------------------------------------------------------------------------------
-    preprocess_mode: str = "crop"
-    target_size: int = 518
+    preprocess_mode: str = _d("preprocess_mode")
+    target_size: int = _d("target_size")
     # --- diagnostics --------------------------------------------------------------------------------
-    log_interval_s: float = 5.0  # rate limit of repeated warnings
+    log_interval_s: float = _d("log_interval_s")
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys, kept for logs
 
     def __post_init__(self) -> None:
+        # Every field through the table's coercion (type, bounds, choices; the message names the
+        # parameter and its allowed values), then the cross-field rules, which live only here.
+        for name in PIPELINE_PARAM_NAMES:
+            value = getattr(self, name)
+            if name == "base_T_camera" and value is None:
+                continue
+            setattr(self, name, PARAMS_BY_NAME[name].coerce(value))
+
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(f"PipelineConfig: {msg}")
 
-        need(int(self.window_size) >= 2, f"window_size must be >= 2, got {self.window_size}")
         need(
-            1 <= int(self.stride) < int(self.window_size),
+            self.stride < self.window_size,
             f"stride must be in [1, window_size - 1] (one frame anchors the window), got {self.stride}",
         )
-        need(self.skip_policy in SKIP_POLICIES, f"skip_policy must be one of {SKIP_POLICIES}")
         need(
-            int(self.max_pending_frames) >= int(self.stride),
+            self.max_pending_frames >= self.stride,
             f"max_pending_frames ({self.max_pending_frames}) must be >= stride ({self.stride})",
         )
-        for name in ("min_parallax_px", "min_rotation_deg", "min_translation", "fixed_scale"):
-            need(np.isfinite(getattr(self, name)) and getattr(self, name) >= 0, f"{name} must be >= 0")
-        need(self.fixed_scale > 0, "fixed_scale must be > 0")
-        need(int(self.min_keyframe_gap) >= 1, "min_keyframe_gap must be >= 1")
-        need(
-            int(self.max_keyframe_gap) >= int(self.min_keyframe_gap),
-            "max_keyframe_gap must be >= min_keyframe_gap",
-        )
-        need(int(self.flow_width) >= 16, "flow_width must be >= 16 px")
-        need(0.0 <= self.align_conf_quantile < 1.0, "align_conf_quantile must be in [0, 1)")
-        need(int(self.min_valid_pixels) >= 3, "min_valid_pixels must be >= 3")
-        need(self.max_alignment_residual > 0, "max_alignment_residual must be > 0")
-        need(0.0 <= self.anchor_min_overlap <= 1.0, "anchor_min_overlap must be in [0, 1]")
-        need(self.scale_source in SCALE_SOURCES, f"scale_source must be one of {SCALE_SOURCES}")
-        need(int(self.scale_freeze_samples) >= 0, "scale_freeze_samples must be >= 0")
-        need(self.scale_min_motion > 0, "scale_min_motion must be > 0")
-        need(int(self.scale_min_pixels) >= 1, "scale_min_pixels must be >= 1")
-        need(
-            self.world_frame_convention in WORLD_CONVENTIONS,
-            f"world_frame_convention must be one of {WORLD_CONVENTIONS}",
-        )
+        need(self.max_keyframe_gap >= self.min_keyframe_gap, "max_keyframe_gap must be >= min_keyframe_gap")
         if self.base_T_camera is not None:
             b = np.asarray(self.base_T_camera, dtype=np.float64)
             if b.size == 0:
@@ -128,7 +113,6 @@ class PipelineConfig:
             else:
                 need(b.size == 16, f"base_T_camera must be 4x4 (16 values), got {b.size} values")
                 b = b.reshape(4, 4)
-                need(bool(np.all(np.isfinite(b))), "base_T_camera has non-finite values")
                 need(np.allclose(b[3], [0, 0, 0, 1]), "base_T_camera last row must be [0, 0, 0, 1]")
                 r = b[:3, :3]
                 need(
@@ -136,23 +120,6 @@ class PipelineConfig:
                     "base_T_camera rotation is not a proper rotation",
                 )
                 self.base_T_camera = b
-        need(int(self.depth_width) >= 0 and int(self.depth_height) >= 0, "depth size must be >= 0")
-        need(self.depth_scale_factor > 0, "depth_scale_factor must be > 0")
-        need(0.0 <= self.conf_percentile < 100.0, "conf_percentile must be in [0, 100)")
-        need(np.isfinite(self.conf_min), "conf_min must be finite")
-        need(int(self.cloud_stride) >= 1, "cloud_stride must be >= 1")
-        need(int(self.cloud_max_points) >= 0, "cloud_max_points must be >= 0")
-        need(self.voxel_size >= 0, "voxel_size must be >= 0")
-        need(int(self.map_max_points) >= 1, "map_max_points must be >= 1")
-        need(self.map_update in MAP_UPDATE_MODES, f"map_update must be one of {MAP_UPDATE_MODES}")
-        need(self.points_source in POINTS_SOURCES, f"points_source must be one of {POINTS_SOURCES}")
-        need(int(self.num_track_queries) >= 0, "num_track_queries must be >= 0")
-        need(self.track_query_mode in TRACK_QUERY_MODES,
-             f"track_query_mode must be one of {TRACK_QUERY_MODES}")
-        need(self.track_match_px >= 0, "track_match_px must be >= 0")
-        need(self.preprocess_mode in PREPROCESS_MODES, f"preprocess_mode must be one of {PREPROCESS_MODES}")
-        need(int(self.target_size) >= 14 and int(self.target_size) % 14 == 0, "target_size must be k*14")
-        need(self.log_interval_s >= 0, "log_interval_s must be >= 0")
 
     @property
     def num_context_frames(self) -> int:
@@ -163,32 +130,12 @@ class PipelineConfig:
     def from_params(cls, params: Mapping[str, Any]) -> PipelineConfig:
         """Build a config from a flat ``{field_name: value}`` dict; unknown keys are ignored (logged).
 
-        Values are converted to the field's type (ROS gives ints for whole floats, lists for arrays);
+        Values are coerced by the table (ROS gives ints for whole floats, lists for arrays);
         ``base_T_camera`` accepts 16 values (row-major) or a 4x4 array; an empty list means none.
         """
-        known = {f.name: f for f in fields(cls) if f.name != "extra"}
-        kwargs: dict[str, Any] = {}
-        unknown = {}
-        for key, value in params.items():
-            if key not in known:
-                unknown[key] = value
-                continue
-            default = getattr(cls, key, None) if key != "base_T_camera" else None
-            if key == "base_T_camera":
-                kwargs[key] = None if value is None or len(value) == 0 else np.asarray(value, np.float64)
-            elif isinstance(default, bool):
-                if isinstance(value, str):
-                    kwargs[key] = value.strip().lower() in ("1", "true", "yes", "on")
-                else:
-                    kwargs[key] = bool(value)
-            elif isinstance(default, int):
-                if float(value) != int(float(value)):
-                    raise ValueError(f"PipelineConfig: {key} must be an integer, got {value!r}")
-                kwargs[key] = int(float(value))
-            elif isinstance(default, float):
-                kwargs[key] = float(value)
-            else:
-                kwargs[key] = value
+        known = {f.name for f in fields(cls) if f.name != "extra"}
+        kwargs = {k: v for k, v in params.items() if k in known}
+        unknown = {k: v for k, v in params.items() if k not in known}
         if unknown:
             logger.debug("PipelineConfig.from_params ignores unknown keys: %s", sorted(unknown))
         return cls(**kwargs, extra=unknown)

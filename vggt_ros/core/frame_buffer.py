@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vggt_ros.core.types import Frame
+from vggt_ros.params.table import default_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,10 @@ class FrameBuffer:
         self,
         window_size: int,
         stride: int,
-        skip_policy: str = "keep_newest",
-        max_pending_frames: int = 64,
+        skip_policy: str = default_of("skip_policy"),
+        max_pending_frames: int = default_of("max_pending_frames"),
         counters: Counters | None = None,
-        log_interval_s: float = 5.0,
+        log_interval_s: float = default_of("log_interval_s"),
     ) -> None:
         if not 1 <= stride < window_size:
             raise ValueError(f"stride must be in [1, window_size - 1], got {stride} for {window_size}")

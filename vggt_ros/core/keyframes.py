@@ -83,13 +83,14 @@ class KeyframeSelector:
 
     def __init__(
         self,
-        min_parallax_px: float = 20.0,
-        min_rotation_deg: float = 5.0,
-        min_translation: float = 0.1,
-        min_gap: int = 1,
-        max_gap: int = 30,
-        flow_width: int = 160,
+        min_parallax_px: float,
+        min_rotation_deg: float,
+        min_translation: float,
+        min_gap: int,
+        max_gap: int,
+        flow_width: int,
     ) -> None:
+        # No defaults of its own: the pipeline passes the table's values (vggt_ros/params/table.py).
         self.min_parallax_px = float(min_parallax_px)
         self.min_rotation_deg = float(min_rotation_deg)
         self.min_translation = float(min_translation)

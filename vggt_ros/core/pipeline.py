@@ -115,7 +115,7 @@ class PlacedWindow:
     masks: dict[int, np.ndarray] | None = None  # output masks of new frames (the rest built by emit)
     keyflags: dict[int, bool] | None = None
     window_scale: float = float("nan")
-    metric: float = 1.0  # metres per world unit at placement (the outputs use it)
+    metres_per_unit: float = 1.0  # metres per world unit at placement (the outputs use it)
     is_metric: bool = False
     residual: float = float("nan")
     tracks: TrackOutput | None = None
@@ -518,17 +518,18 @@ class StreamingPipeline:
     def _emit_locked(self, placed: PlacedWindow) -> WindowOutput:
         cfg = self.config
         job, pred, timings = placed.job, placed.prediction, dict(placed.timings or {})
-        metric = placed.metric
-        if metric != self._map_scale and len(self._map):
-            self._map.rescale(metric / self._map_scale, center=self._world_T_optical[:3, 3])
-        self._map_scale = metric
+        metres_per_unit = placed.metres_per_unit
+        if metres_per_unit != self._map_scale and len(self._map):
+            self._map.rescale(metres_per_unit / self._map_scale, center=self._world_T_optical[:3, 3])
+        self._map_scale = metres_per_unit
         new_idx = [i for i, m in enumerate(job.new_mask) if m]
 
         t = time.perf_counter()
         masks, depth_world = placed.masks, placed.depth_world
         frames_out = [self._frame_output(job.frames[i], pred, i, placed.poses[i], depth_world[i],
                                          self._output_mask(pred, depth_world, masks, i), placed.keyflags[i],
-                                         placed.window_scale, metric, placed.is_metric) for i in new_idx]
+                                         placed.window_scale, metres_per_unit, placed.is_metric)
+                      for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()
         for fo in frames_out:
@@ -538,7 +539,7 @@ class StreamingPipeline:
         timings["map"] = time.perf_counter() - t
         self._counters.add("frames_out", len(frames_out))
         return WindowOutput(job.window_index, True, frames_out, placed.tracks,
-                            scale=float(placed.window_scale * metric), residual=placed.residual,
+                            scale=float(placed.window_scale * metres_per_unit), residual=placed.residual,
                             timings=timings)
 
     def _output_mask(self, pred: Prediction, depth_world: dict[int, np.ndarray], masks: dict[int, np.ndarray],

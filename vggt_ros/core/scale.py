@@ -24,6 +24,8 @@ from collections import deque
 
 import numpy as np
 
+from vggt_ros.params.table import SCALE_SOURCES, default_of
+
 logger = logging.getLogger(__name__)
 
 ROLLING_SAMPLES = 50
@@ -34,13 +36,13 @@ class MetricScale:
 
     def __init__(
         self,
-        source: str = "none",
-        fixed_scale: float = 1.0,
-        freeze_samples: int = 30,
-        min_motion: float = 0.05,
-        min_pixels: int = 200,
+        source: str = default_of("scale_source"),
+        fixed_scale: float = default_of("fixed_scale"),
+        freeze_samples: int = default_of("scale_freeze_samples"),
+        min_motion: float = default_of("scale_min_motion"),
+        min_pixels: int = default_of("scale_min_pixels"),
     ) -> None:
-        if source not in ("none", "fixed", "depth", "odometry"):
+        if source not in SCALE_SOURCES:
             raise ValueError(f"unknown scale_source {source!r}")
         self.source = source
         self.fixed_scale = float(fixed_scale)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vggt_ros.params.table import default_of
 from vggt_ros.prediction import PreprocessInfo
 
 
@@ -74,7 +75,7 @@ def network_tracks_to_camera(tracks: np.ndarray, infos: list[PreprocessInfo]) ->
 class TrackIdRegistry:
     """Assigns persistent ids: remembers the last window's track positions per frame stamp."""
 
-    def __init__(self, match_px: float = 3.0, min_visibility: float = 0.5) -> None:
+    def __init__(self, match_px: float = default_of("track_match_px"), min_visibility: float = 0.5) -> None:
         self.match_px = float(match_px)
         self.min_visibility = float(min_visibility)
         self.reset()

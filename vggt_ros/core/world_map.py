@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vggt_ros.params.table import default_of
+
 logger = logging.getLogger(__name__)
 
 _BITS = 21
@@ -97,7 +99,8 @@ def _records(a: np.ndarray) -> np.ndarray:
 class WorldMap:
     """Voxel map with a hard point bound."""
 
-    def __init__(self, voxel_size: float = 0.02, max_points: int = 500_000) -> None:
+    def __init__(self, voxel_size: float = default_of("voxel_size"),
+                 max_points: int = default_of("map_max_points")) -> None:
         if max_points < 1:
             raise ValueError("max_points must be >= 1")
         if voxel_size < 0:
