@@ -50,6 +50,8 @@ def make_factory(kind: str):
         from vggt_ros.ros.node import RclpyMessages
 
         def ser(m) -> None:
+            if isinstance(m.message, bytes):  # the Path: published as it is
+                return
             for msg in m.message if m.key == "tf" else [m.message]:
                 serialize_message(msg)
 
@@ -63,6 +65,8 @@ def make_factory(kind: str):
     factory = RosbagsMessages(ts)
 
     def ser_rosbags(m) -> None:
+        if isinstance(m.message, bytes):  # the Path: written as it is
+            return
         if m.key == "tf":
             for msg in m.message:
                 ts.serialize_cdr(msg, "geometry_msgs/msg/TransformStamped")
@@ -109,7 +113,8 @@ def main() -> None:
     print("| factory | ms/frame, " + " | ms/frame, ".join(f"{n} poses" for n in args.poses) + " | ratio |")
     print("|---|---:|---:|---:|")
     for kind in args.factory:
-        ms = [min(per_frame_ms(kind, n, args.frames, params) for _ in range(args.repeats)) for n in args.poses]
+        ms = [min(per_frame_ms(kind, n, args.frames, params) for _ in range(args.repeats))
+              for n in args.poses]
         print(f"| {kind} | {ms[0]:.3f} | {ms[1]:.3f} | {ms[1] / ms[0]:.2f} |", flush=True)
 
 

@@ -12,7 +12,8 @@ from test_ros_node import CAM, TARGET, Harness, wait_for  # noqa: E402
 
 from vggt_ros.bag.replay import OUTPUT_BAG_NAME, ReplayOptions, load_params, replay_bag  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
-from vggt_ros.messages.builders import msg_to_fields  # noqa: E402
+from vggt_ros.messages.builders import msg_to_fields, to_rclpy  # noqa: E402
+from vggt_ros.messages.camera_info import camera_info_fields  # noqa: E402
 from vggt_ros.messages.stamps import stamp_ns_of  # noqa: E402
 from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, full_topic  # noqa: E402
 from vggt_ros.sim.bags import write_sequence_bag  # noqa: E402
@@ -82,9 +83,12 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
 
     h = Harness(ctx, "/vggt", dict(PARAMS), predictor=OraclePredictor(seq, target_size=TARGET))
     try:
+        # the intrinsics first: an image that overtook its CameraInfo would use predicted intrinsics
+        h.info_pub.publish(to_rclpy(h.CameraInfo, camera_info_fields(seq.K, H, W, 0, CAM)))
+        wait_for(lambda: h.node.stats().get("camera_infos", 0) >= 1, 5.0, "camera_info")
         h.play(seq, range(N))
         wait_for(lambda: all(len(h.got(t)) == N for t in COMPARED), 30.0, h.state)
-        wait_for(lambda: len(h.tracks_pub.snapshot()) == 2 and h.got("path")
+        wait_for(lambda: len(h.tracks_pub.snapshot()) == 3 and h.got("path")
                  and len(h.got("path")[-1].poses) == N and h.got("map")
                  and stamp_ns_of(h.got("map")[-1]) == int(seq.stamps_ns[-1]), 10.0,
                  "tracks, the whole path and the map of every frame")

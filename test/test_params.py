@@ -10,13 +10,10 @@ import pytest
 import yaml
 
 from vggt_ros.core.config import PipelineConfig
-from vggt_ros.core.pipeline import WindowJob
-from vggt_ros.core.types import Frame
 from vggt_ros.model import factory
 from vggt_ros.params import table as T
 from vggt_ros.params import yaml_file as Y
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
-from vggt_ros.ros.node import DepthSync, RateMeter, trim_job
 
 YAML = Path(__file__).resolve().parents[1] / "config" / "vggt.yaml"
 
@@ -104,48 +101,6 @@ def test_build_engine_runs_the_point_head_only_when_clouds_come_from_it(source):
     pred = engine.predict([image, image], frame_keys=[1, 2])
     assert (pred.world_points is not None) == (source == "point_head")
     assert np.all(np.isfinite(pred.intrinsics)) and np.all(pred.intrinsics[:, 0, 0] > 0)
-
-
-def _job(n_ctx: int, n_new: int) -> WindowJob:
-    frames = [Frame(stamp_ns=i, image=np.zeros((4, 4, 3), np.uint8)) for i in range(n_ctx + n_new)]
-    return WindowJob(7, frames, [False] * n_ctx + [True] * n_new, np.zeros((3, 2), np.float32))
-
-
-def test_trim_job_drops_context_before_new_frames_and_keeps_the_anchor():
-    job, dropped = trim_job(_job(4, 3), 5)
-    assert [f.stamp_ns for f in job.frames] == [0, 3, 4, 5, 6] and dropped == 0
-    assert job.new_mask == [False, False, True, True, True]
-    job, dropped = trim_job(_job(4, 3), 3)
-    assert [f.stamp_ns for f in job.frames] == [0, 5, 6] and dropped == 1
-    job, dropped = trim_job(_job(0, 6), 4)  # bootstrap: the newest frames survive, queries dropped
-    assert [f.stamp_ns for f in job.frames] == [2, 3, 4, 5] and dropped == 2 and job.query_points is None
-    same, dropped = trim_job(_job(2, 2), 8)
-    assert len(same.frames) == 4 and dropped == 0
-
-
-def test_depth_sync_pairs_by_stamp_keeps_order_and_never_stalls():
-    sync = DepthSync(tolerance_ns=10, max_wait=2)
-
-    def fr(s):
-        return Frame(stamp_ns=s, image=np.zeros((2, 2, 3), np.uint8))
-
-    assert sync.add_image(fr(100)) == []  # waits for its depth
-    out = sync.add_depth(105, np.ones((2, 2), np.float32))
-    assert [f.stamp_ns for f in out] == [100] and out[0].metric_depth is not None
-    assert sync.add_depth(300, np.full((2, 2), 3.0, np.float32)) == []
-    assert sync.add_image(fr(200)) == []
-    assert [f.stamp_ns for f in sync.add_image(fr(300))] == []  # 200 still waiting, order kept
-    out = sync.add_image(fr(400))  # 200 waited for 2 newer images: released without depth, then 300
-    assert [f.stamp_ns for f in out] == [200, 300]
-    assert out[0].metric_depth is None and float(out[1].metric_depth[0, 0]) == 3.0
-
-
-def test_rate_meter():
-    r = RateMeter(window_s=10.0)
-    for i in range(11):
-        r.add(1, now=100.0 + i * 0.5)
-    assert r.rate(now=105.0) == pytest.approx(11 / 5.0)
-    assert r.rate(now=200.0) == 0.0
 
 
 def test_build_engine_passes_the_speed_options(monkeypatch):

@@ -69,6 +69,15 @@ def test_depth_pairing_takes_the_nearest_depth_within_the_tolerance_keeps_order_
     assert [(x.item, x.depth) for x in p.drain()] == [("e", None)]  # end of stream
 
 
+def test_depth_pairing_waits_for_the_depth_of_an_image_whose_stamp_went_back():
+    p: DepthPairing[str] = DepthPairing(tolerance_ns=20)
+    assert p.add_image(200, "b") == []
+    assert [x.item for x in p.add_depth(200, _depth(2.0))] == ["b"]  # exact: no closer one can come
+    assert p.add_image(167, "a") == []  # stamps went back: depth 200 is newer, but came before it
+    out = p.add_depth(167, _depth(1.0))
+    assert [(x.item, float(x.depth[0, 0])) for x in out] == [("a", 1.0)]
+
+
 def test_depth_pairing_rejects_a_negative_tolerance():
     with pytest.raises(ValueError, match="tolerance"):
         DepthPairing(-1)

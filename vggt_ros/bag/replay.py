@@ -289,9 +289,9 @@ def replay_bag(
                 if (m := builder.map(*pipe.map_snapshot())) is not None:
                     writer.write(m)
             if final or schedule.due("diagnostics", stamp):
-                report = diagnostics_report(
-                    pipe, runner, src.stats.counts, output_rate_hz=len(col.stamps) / max(
-                        time.perf_counter() - t_start, 1e-9), device=device, scale_source=params["scale_source"])
+                rate = len(col.stamps) / max(time.perf_counter() - t_start, 1e-9)
+                report = diagnostics_report(pipe, runner, src.stats.counts, output_rate_hz=rate,
+                                            device=device, scale_source=params["scale_source"])
                 if (m := builder.diagnostics(report, stamp, "vggt_ros: pipeline", device)) is not None:
                     writer.write(m)
 

@@ -67,12 +67,19 @@ class OutputBagWriter:
         return self.path / f"{self.path.name}.mcap"
 
     def write(self, m: Outgoing) -> None:
-        """One builder message, at log time = its stamp (TF as a TFMessage, as a broadcaster sends)."""
+        """One builder message, at log time = its stamp (TF as a TFMessage, as a broadcaster sends;
+        serialised messages as they are)."""
         topic, msgtype = self.topics[m.key]
-        msg = self.factory.build(TF_MESSAGE_TYPE, {"transforms": m.message}) if m.key == "tf" else m.message
+        if isinstance(m.message, bytes):  # already serialised (the Path)
+            raw = m.message
+        elif m.key == "tf":
+            tf = self.factory.build(TF_MESSAGE_TYPE, {"transforms": m.message})
+            raw = self.typestore.serialize_cdr(tf, msgtype)
+        else:
+            raw = self.typestore.serialize_cdr(m.message, msgtype)
         if m.key not in self._conns:
             self._conns[m.key] = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
-        self._writer.write(self._conns[m.key], int(m.stamp_ns), self.typestore.serialize_cdr(msg, msgtype))
+        self._writer.write(self._conns[m.key], int(m.stamp_ns), raw)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def close(self) -> None:

@@ -2,14 +2,14 @@
 
 One builder serves the node (rclpy message classes) and the replay (a rosbags typestore): both give
 a :class:`MessageFactory` and publish/write the :class:`Outgoing` messages it returns, so what a bag
-replay writes is what the node publishes. The Path is accumulating: each pose's ``PoseStamped`` is
-built once and kept (at most ``path_max_poses``), so a Path message costs list copies, not a
-rebuild of every pose; it is published every ``path_publish_period_s`` when it has new poses.
+replay writes is what the node publishes. The Path is accumulating: each pose is serialised once
+and kept (at most ``path_max_poses``, :mod:`vggt_ros.outputs.path_cdr`), so a Path message costs a
+memory copy, not a rebuild of every pose; it is published every ``path_publish_period_s`` when it
+has new poses, as serialised bytes.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,9 +21,9 @@ from vggt_ros.messages.camera_info import camera_info_fields
 from vggt_ros.messages.diagnostics import diagnostic_array_fields, diagnostic_status_fields
 from vggt_ros.messages.images import confidence_image_fields, depth_image_fields, rgb_image_fields
 from vggt_ros.messages.point_clouds import pointcloud2_fields
-from vggt_ros.messages.poses import odometry_fields, pose_stamped_fields, transform_stamped_fields
-from vggt_ros.messages.stamps import header_fields
+from vggt_ros.messages.poses import odometry_fields, transform_stamped_fields
 from vggt_ros.messages.tracks import keypoint_tracks_fields
+from vggt_ros.outputs.path_cdr import PathCdr
 from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, enabled_outputs
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.runner.diagnostics import DiagnosticsReport
@@ -38,7 +38,8 @@ class MessageFactory(Protocol):
 @dataclass
 class Outgoing:
     """One message to publish on the output ``key`` of the plan; ``tf`` carries a list of
-    TransformStamped (what a tf2 broadcaster sends), every other key one message."""
+    TransformStamped (what a tf2 broadcaster sends), ``path`` serialised bytes, every other key one
+    message of the factory."""
 
     key: str
     message: Any
@@ -52,8 +53,7 @@ class OutputBuilder:
         self.factory = factory
         self.frames = frames
         self.enabled = frozenset(o.key for o in enabled_outputs(params))
-        self._path_max = int(params["path_max_poses"]) or None
-        self._path: deque[Any] = deque(maxlen=self._path_max)
+        self._path = PathCdr(frames.world_frame, int(params["path_max_poses"]) or None)
         self._path_new = False
         self._newest_stamp: int | None = None
         self._map_new = False
@@ -85,18 +85,20 @@ class OutputBuilder:
                 world = self.frames.world_frame
                 if "tf" in on and placed.tf is not None:
                     T, parent, child = placed.tf
-                    out.append(Outgoing("tf", [self.factory.build(
-                        "geometry_msgs/msg/TransformStamped", transform_stamped_fields(T, s, parent, child))], s))
+                    tf = self.factory.build("geometry_msgs/msg/TransformStamped",
+                                            transform_stamped_fields(T, s, parent, child))
+                    out.append(Outgoing("tf", [tf], s))
                 if "odometry" in on:
-                    out.append(self._msg("odometry", odometry_fields(placed.pose, s, world, placed.child_frame), s))
+                    odom = odometry_fields(placed.pose, s, world, placed.child_frame)
+                    out.append(self._msg("odometry", odom, s))
                 if "path" in on:
-                    self._path.append(self.factory.build("geometry_msgs/msg/PoseStamped",
-                                                         pose_stamped_fields(placed.pose, s, world)))
+                    self._path.add(placed.pose, s)
                     self._path_new = True
             if "depth" in on:
                 hd, wd = fo.depth.shape
                 out.append(self._msg("depth", depth_image_fields(fo.depth, s, cam), s))
-                out.append(self._msg("depth_info", camera_info_fields(fo.depth_intrinsics, hd, wd, s, cam), s))
+                info = camera_info_fields(fo.depth_intrinsics, hd, wd, s, cam)
+                out.append(self._msg("depth_info", info, s))
             if "confidence" in on:
                 out.append(self._msg("confidence", confidence_image_fields(fo.depth_conf, s, cam), s))
             if "depth_rgb" in on:
@@ -113,13 +115,12 @@ class OutputBuilder:
 
     # ------------------------------------------------------------------ accumulating outputs
     def path(self) -> Outgoing | None:
-        """The Path (every kept pose), when poses were added since the last one."""
+        """The Path (every kept pose, serialised), when poses were added since the last one."""
         if "path" not in self.enabled or not self._path_new or self._newest_stamp is None:
             return None
         self._path_new = False
         stamp = self._newest_stamp
-        fields = {"header": header_fields(stamp, self.frames.world_frame), "poses": list(self._path)}
-        return self._msg("path", fields, stamp)
+        return Outgoing("path", self._path.serialize(stamp), stamp)
 
     def map_due(self) -> bool:
         """Frames were integrated since the last map message."""

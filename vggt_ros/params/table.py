@@ -78,6 +78,9 @@ _NODE = (
     # topics
     _p("image_transport", "raw", str, "'raw': subscribe sensor_msgs/Image on 'image'; 'compressed': "
        "sensor_msgs/CompressedImage on 'image/compressed'", "topics", choices=IMAGE_TRANSPORTS),
+    _p("depth_sync_tolerance_s", 0.02, float, "Most stamp difference between a colour image and the "
+       "metric depth image paired with it (the nearest within this); images without one go on without "
+       "depth (counted)", "topics", low=0.0, high=1.0),
     _p("qos_depth", 10, int, "History depth of the publishers and the camera_info subscription (the "
        "image subscription uses the sensor-data QoS profile)", "topics", low=1, high=1000),
     _p("path_max_poses", 10000, int, "Most poses kept in the published nav_msgs/Path (oldest dropped; "
@@ -104,6 +107,9 @@ _NODE = (
        "second thread while the worker predicts the next window (placement stays on the worker, in "
        "order; at most 2 placed windows wait, then the worker waits: nothing is dropped). false: the "
        "worker does everything serially", "publish"),
+    _p("path_publish_period_s", 1.0, float, "Period of the Path publication (when it has new poses), s: "
+       "a Path carries every kept pose, so it is not sent per frame", "publish", low=0.0, low_open=True,
+       high=3600.0),
     _p("map_publish_period_s", 2.0, float, "Period of the map cloud publication, s", "publish",
        low=0.0, low_open=True, high=3600.0),
     _p("diagnostics_period_s", 1.0, float, "Period of the diagnostics publication, s", "publish",

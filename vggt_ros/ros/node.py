@@ -248,10 +248,12 @@ class VggtNode(Node):
                                      callback_group=inputs)
         else:
             self.create_subscription(Image, "image", self._on_image, sensor, callback_group=inputs)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor, callback_group=inputs)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor,
+                                 callback_group=inputs)
         if p["scale_source"] == "depth":
             self._depth_pairing = DepthPairing(int(p["depth_sync_tolerance_s"] * 1e9))
-            self.create_subscription(Image, "metric_depth", self._on_metric_depth, sensor, callback_group=inputs)
+            self.create_subscription(Image, "metric_depth", self._on_metric_depth, sensor,
+                                     callback_group=inputs)
         self.create_timer(p["path_publish_period_s"], self._publish_path, callback_group=timers)
         self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=timers)
@@ -303,6 +305,7 @@ class VggtNode(Node):
             return
         with self._lock:
             self._camera_info = info
+        self._counters.add("camera_infos")
 
     def _on_metric_depth(self, msg: Image) -> None:
         try:

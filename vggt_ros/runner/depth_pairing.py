@@ -1,10 +1,11 @@
 """One policy pairing colour images with depth images: the nearest depth within a tolerance.
 
 Used by the node (``metric_depth`` topic) and by the bag reader (ground-truth / metric depth), so
-a replay pairs exactly as the node would. Depth and images each arrive in stamp order, interleaved
-arbitrarily. An image is released as soon as no closer depth can still arrive (a depth at least as
-far after the image as the best match has been seen), or once ``max_wait`` newer images wait behind
-it (a missing depth stream never stalls the stream); it carries its depth, or none.
+a replay pairs exactly as the node would. Images leave in the order they came, each with the
+nearest depth within the tolerance, or none, once no closer depth can still come: its depth has the
+same stamp, or a depth that arrived after the image is at least as far after it as the best match
+(the depth stream has moved past it; stamps that went back do not count as moving on). A missing
+depth stream never stalls the stream: an image leaves once ``max_wait`` newer images wait behind it.
 """
 
 from __future__ import annotations
@@ -38,19 +39,22 @@ class DepthPairing(Generic[T]):
         self.tolerance_ns = int(tolerance_ns)
         self.max_wait = int(max_wait)
         self._depths: deque[tuple[int, np.ndarray]] = deque(maxlen=int(max_depths))
-        self._waiting: deque[tuple[int, T]] = deque()
+        self._waiting: deque[list] = deque()  # [stamp, item, newest depth stamp seen since]
         self._lock = threading.Lock()
 
     def add_image(self, stamp_ns: int, item: T) -> list[Paired[T]]:
         """Queue an image; returns the images ready now, oldest first."""
         with self._lock:
-            self._waiting.append((int(stamp_ns), item))
+            self._waiting.append([int(stamp_ns), item, None])
             return self._release(final=False)
 
     def add_depth(self, stamp_ns: int, depth: np.ndarray) -> list[Paired[T]]:
         """Store a depth image; returns the images that became ready."""
+        stamp_ns = int(stamp_ns)
         with self._lock:
-            self._depths.append((int(stamp_ns), depth))
+            self._depths.append((stamp_ns, depth))
+            for w in self._waiting:  # the newest depth stamp each waiting image has seen arrive
+                w[2] = stamp_ns if w[2] is None else max(w[2], stamp_ns)
             return self._release(final=False)
 
     def drain(self) -> list[Paired[T]]:
@@ -73,15 +77,17 @@ class DepthPairing(Generic[T]):
 
     def _release(self, final: bool) -> list[Paired[T]]:
         out: list[Paired[T]] = []
-        newest = self._depths[-1][0] if self._depths else None
         while self._waiting:
-            stamp, item = self._waiting[0]
+            stamp, item, seen_after = self._waiting[0]
             best = self._best(stamp)
-            settled = newest is not None and newest >= stamp + (best[0] if best else self.tolerance_ns)
+            margin = best[0] if best else self.tolerance_ns
+            settled = (best is not None and best[0] == 0) or (
+                seen_after is not None and seen_after >= stamp + margin)
             if not (final or settled or len(self._waiting) > self.max_wait):
                 break
             self._waiting.popleft()
             out.append(Paired(item, stamp, best[2] if best else None, best[1] if best else None))
-            while self._depths and self._depths[0][0] < stamp - self.tolerance_ns:
-                self._depths.popleft()  # too old for this image, so for every later one
+            oldest = min([stamp, *(w[0] for w in self._waiting)])
+            while self._depths and self._depths[0][0] < oldest - self.tolerance_ns:
+                self._depths.popleft()  # too old for every waiting image
         return out

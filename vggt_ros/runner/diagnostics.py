@@ -107,7 +107,8 @@ def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counte
     if values["oom_events"]:
         problems.append(f"{values['oom_events']} out-of-memory events")
     if values["messages_rejected"] or values["frames_rejected"]:
-        problems.append(f"{values['messages_rejected']} messages / {values['frames_rejected']} frames rejected")
+        problems.append(f"{values['messages_rejected']} messages / {values['frames_rejected']} frames "
+                        "rejected")
     if r.get("worker_errors", 0):
         problems.append(f"{r['worker_errors']} worker errors")
     units = "metric" if metric else "not metric (VGGT world units)"

@@ -258,8 +258,8 @@ class StreamRunner:
         self._warmed_up = True
         cfg = self.pipeline.config
         try:
-            report = self.predictor.warmup(cfg.window_size, cfg.stride, image_hw=tuple(job.images[0].shape[:2]),
-                                           eager_on_recompile=True)
+            report = self.predictor.warmup(cfg.window_size, cfg.stride,
+                                           image_hw=tuple(job.images[0].shape[:2]), eager_on_recompile=True)
         except Exception as exc:  # out of memory included: the stream still runs, compiling on use
             self._stats.add("warmup_failures")
             self._log.error(f"model warm-up failed ({exc!r}); windows compile when they occur")
