@@ -37,7 +37,8 @@ case "$WS/" in
   "$REPO"/*) echo "colcon_build.sh: WORKSPACE_DIR must be outside the repository ($REPO)" >&2; exit 2 ;;
 esac
 
-PY="$(command -v python3)"
+# The interpreter itself, not a pyenv shim: CMake and the rosidl generators run it.
+PY="$(python3 -c 'import sys; print(sys.executable)')"
 start=$(date +%s)
 
 # 1. The ROS prefix that holds share/ament_index: a sourced ROS install, else the prefix where pip put
@@ -141,8 +142,15 @@ fi
 
 # 3. Build. Python3_EXECUTABLE/PYTHON_EXECUTABLE: the interpreter the wheels belong to (CMake would
 #    otherwise prefer /usr/bin/python3 over a venv or pyenv one).
+if [ -x "$(dirname "$PY")/colcon" ]; then
+  COLCON=("$(dirname "$PY")/colcon")
+elif command -v colcon >/dev/null; then
+  COLCON=(colcon)
+else
+  COLCON=("$PY" -c "import sys; from colcon_core.command import main; sys.exit(main())")
+fi
 cd "$WS"
-colcon build --merge-install \
+"${COLCON[@]}" build --merge-install \
   --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$PY" -DPYTHON_EXECUTABLE="$PY" \
   -DPython3_FIND_VIRTUALENV=FIRST
 
