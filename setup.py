@@ -86,7 +86,7 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "vggt-ros-replay = vggt_ros.bag.replay:main",
+            "vggt-ros-replay = vggt_ros.bag.cli:main",
             "vggt-ros-node = vggt_ros.ros.node:main",
         ],
     },

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from bag_fixtures import FAST, NUM_FRAMES, bags  # noqa: F401 - fixture
 
+from vggt_ros.bag.cli import main
 from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.reader import BagSource
-from vggt_ros.bag.replay import main
 from vggt_ros.sim.bags import write_groundtruth_tum, write_sequence_bag
 from vggt_ros.sim.sequences import make_sequence
 
@@ -39,7 +39,7 @@ def test_truncated_bag_cli_exit_code(bags, tmp_path):  # noqa: F811
     cut = tmp_path / "cut.bag"
     cut.write_bytes(data[: len(data) // 2])
     proc = subprocess.run(
-        [sys.executable, "-m", "vggt_ros.bag.replay", str(cut), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "vggt_ros.bag.cli", str(cut), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from bag_fixtures import FAST, FAST_PARAMS, NUM_FRAMES, bags  # noqa: F401 - fixture
 
-from vggt_ros.bag.replay import OUTPUT_BAG_NAME, load_params, main
+from vggt_ros.bag.cli import main
+from vggt_ros.bag.replay import OUTPUT_BAG_NAME, load_params
 from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.eval.metrics import associate, ate

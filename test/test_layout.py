@@ -29,7 +29,6 @@ MAX_LINES = 550
 LONG_MODULES = {
     "vggt_ros/core/pipeline.py": "split pending (issue 12)",
     "vggt_ros/model/engine.py": "split pending (issue 12)",
-    "vggt_ros/bag/replay.py": "split pending (issue 12)",
 }
 
 

@@ -238,7 +238,7 @@ def test_cmakelists():
 
 
 @pytest.mark.parametrize(
-    ("script", "module"), [("vggt_node", "vggt_ros.ros.node"), ("replay", "vggt_ros.bag.replay")]
+    ("script", "module"), [("vggt_node", "vggt_ros.ros.node"), ("replay", "vggt_ros.bag.cli")]
 )
 def test_entry_scripts(script, module):
     path = ROOT / "scripts" / script

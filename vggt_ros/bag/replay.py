@@ -1,8 +1,4 @@
-"""``vggt-ros-replay``: run the node's pipeline offline over rosbags and evaluate it.
-
-    vggt-ros-replay BAG [BAG ...] --out DIR [--params config/vggt.yaml] [--predictor vggt|oracle]
-        [--checkpoint CKPT] [--image-topic T] [--depth-topic T] [--gt FILE | --gt-topic SPEC]
-        [--realtime RATE] [--max-frames N] [--set NAME=VALUE ...]
+"""The bag replay: run the node's loop offline over a rosbag and evaluate it (CLI: :mod:`vggt_ros.bag.cli`).
 
 The replay runs the node's own loop (:class:`~vggt_ros.runner.stream_runner.StreamRunner`) and
 output builder (:class:`~vggt_ros.outputs.builder.OutputBuilder`) with the same parameter file
@@ -15,19 +11,17 @@ seconds after the first, so the node's skip policy drops what a live node would 
 
 Outputs per bag (in ``--out``, or ``--out/<bag name>/`` for several bags): trajectory.tum (every
 processed frame), keyframes.tum, metrics.json, summary.md, trajectory.png, map.ply and the ROS 2 bag
-``replay_bag/replay_bag.mcap`` with everything the node publishes. Several bags also give
-summary.md and summary.csv with one row per bag. Exit code 2 on bad input (message, no traceback).
+``replay_bag/replay_bag.mcap`` with everything the node publishes. Bad input raises
+:class:`~vggt_ros.bag.errors.ReplayError` with a message.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +33,10 @@ from vggt_ros.bag.groundtruth import GroundTruth, load_tum_groundtruth
 from vggt_ros.bag.reader import BagFrame, BagSource
 from vggt_ros.bag.report import (
     DepthAccumulator,
-    batch_row,
     latency_stats,
     peak_memory,
     summary_markdown,
     trajectory_metrics,
-    write_batch_summary,
     write_metrics_json,
 )
 from vggt_ros.bag.writer import OutputBagWriter
@@ -513,145 +505,3 @@ def _feed_realtime(runner: StreamRunner, frames: Iterator[Frame], rate: float, g
             time.sleep(delay)
         if not runner.add_frame(f):
             gt_depth.pop(f.stamp_ns)
-
-
-# --------------------------------------------------------------------------------------------------- CLI
-
-
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ReplayError(f"--set expects NAME=VALUE, got {item!r}")
-        out[name.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
-def build_arg_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="vggt-ros-replay",
-        description="Replay rosbags (ROS 1 .bag, ROS 2 .db3/.mcap) through the vggt_ros pipeline and "
-        "evaluate "
-        "against ground truth.",
-    )
-    ap.add_argument(
-        "bags", nargs="+", metavar="BAG", help="ROS 1 .bag, ROS 2 bag directory, or .mcap/.db3 file"
-    )
-    ap.add_argument("--out", required=True, help="output folder (one subfolder per bag when several)")
-    ap.add_argument("--params", default=None, help="node parameter YAML (default: config/vggt.yaml)")
-    ap.add_argument(
-        "--predictor", choices=("vggt", "oracle"), default=None, help="override the 'predictor' parameter"
-    )
-    ap.add_argument("--checkpoint", default=None, help="override the 'checkpoint' parameter")
-    ap.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override any node parameter (YAML value), repeatable",
-    )
-    ap.add_argument("--image-topic", default=None)
-    ap.add_argument("--depth-topic", default=None, help="GT depth topic (16UC1 mm or 32FC1 m); '' = none")
-    ap.add_argument("--camera-info-topic", default=None)
-    g = ap.add_mutually_exclusive_group()
-    g.add_argument(
-        "--gt", default=None, metavar="FILE", help="TUM ground truth (timestamp tx ty tz qx qy qz qw)"
-    )
-    g.add_argument(
-        "--gt-topic",
-        default=None,
-        metavar="SPEC",
-        help="GT in the bag: '/tf:world.kinect' (TF frame path) or an Odometry/PoseStamped topic",
-    )
-    ap.add_argument(
-        "--realtime",
-        type=float,
-        default=None,
-        metavar="RATE",
-        help="simulate a live camera at RATE x bag speed (the node's skip policy applies)",
-    )
-    ap.add_argument("--max-frames", type=int, default=None, metavar="N")
-    ap.add_argument("--oracle-rot-noise-deg", type=float, default=0.0)
-    ap.add_argument("--oracle-trans-noise", type=float, default=0.0)
-    ap.add_argument("--oracle-depth-noise", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--log-level", default="WARNING")
-    return ap
-
-
-def _bag_name(path: str, used: set[str]) -> str:
-    p = Path(path.rstrip("/"))
-    name = p.stem if p.suffix in (".bag", ".mcap", ".db3") else p.name
-    base, i = name or "bag", 1
-    while name in used:
-        i += 1
-        name = f"{base}_{i}"
-    used.add(name)
-    return name
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code (0 ok, 2 bad input in at least one bag)."""
-    args = build_arg_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        overrides = _parse_set(args.set)
-        if args.predictor:
-            overrides["predictor"] = args.predictor
-        if args.checkpoint is not None:
-            overrides["checkpoint"] = args.checkpoint
-        params = load_params(args.params, overrides)
-        if args.max_frames is not None and args.max_frames < 1:
-            raise ReplayError("--max-frames must be >= 1")
-        noise = {
-            "pose_noise_rot_deg": args.oracle_rot_noise_deg,
-            "pose_noise_trans": args.oracle_trans_noise,
-            "depth_noise": args.oracle_depth_noise,
-        }
-        opts = ReplayOptions(
-            params=params,
-            image_topic=args.image_topic,
-            depth_topic=args.depth_topic,
-            camera_info_topic=args.camera_info_topic,
-            gt_file=args.gt,
-            gt_topic=args.gt_topic,
-            realtime=args.realtime,
-            max_frames=args.max_frames,
-            seed=args.seed,
-            oracle_noise={k: v for k, v in noise.items() if v},
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
-    except ReplayError as exc:
-        print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    batch = len(args.bags) > 1
-    rows, failed, used = [], 0, set()
-    for bag in args.bags:
-        name = _bag_name(bag, used)
-        target = out / name if batch else out
-        try:
-            m = replay_bag(bag, target, opts)
-            rows.append(batch_row(name, m))
-            t = m.get("trajectory") or {}
-            ate_txt = f", ATE RMSE {t['ate']['rmse']:.4g} ({t['alignment']})" if "ate" in t else ""
-            print(f"{name}: {m['frames_processed']} frames{ate_txt} -> {target}")
-        except ReplayError as exc:
-            failed += 1
-            print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
-            rows.append(batch_row(name, None, str(exc)))
-    if batch:
-        out.mkdir(parents=True, exist_ok=True)
-        write_batch_summary(out, rows)
-    return 2 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
