@@ -42,31 +42,35 @@ def _pose_stamped(header: bytes, T: np.ndarray, start_mod8: int) -> bytes:
 
 
 class PathCdr:
-    """The poses of a Path (at most ``max_poses``, oldest dropped; None = unbounded)."""
+    """The poses of a Path (at most ``max_poses``, oldest dropped; None = unbounded).
+
+    A pose piece ends 8-aligned whatever its start, so only the first element can start at 4 modulo
+    8: every later one uses its 0-aligned encoding, and the body is one ``join`` of those.
+    """
 
     def __init__(self, frame_id: str, max_poses: int | None) -> None:
         self.frame_id = frame_id
-        self._poses: deque[tuple[bytes, bytes]] = deque(maxlen=max_poses)
+        self._at0: deque[bytes] = deque(maxlen=max_poses)
+        self._at4: deque[bytes] = deque(maxlen=max_poses)
 
     def __len__(self) -> int:
-        return len(self._poses)
+        return len(self._at0)
 
     def add(self, T: np.ndarray, stamp_ns: int) -> None:
         """Append a pose (4x4 ``frame_id <- pose``) stamped ``stamp_ns``."""
         header = _header(stamp_ns, self.frame_id)
-        self._poses.append((_pose_stamped(header, T, 0), _pose_stamped(header, T, 4)))
+        self._at0.append(_pose_stamped(header, T, 0))
+        self._at4.append(_pose_stamped(header, T, 4))
 
     def clear(self) -> None:
-        self._poses.clear()
+        self._at0.clear()
+        self._at4.clear()
 
     def serialize(self, stamp_ns: int) -> bytes:
         """The whole Path, header stamped ``stamp_ns``, as a serialised ROS 2 message."""
         head = _header(stamp_ns, self.frame_id)
-        head += b"\x00" * (-len(head) % 4) + struct.pack("<I", len(self._poses))
-        parts = [ENCAPSULATION, head]
-        pos = len(head)
-        for at0, at4 in self._poses:
-            piece = at0 if pos % 8 == 0 else at4
-            parts.append(piece)
-            pos += len(piece)
-        return b"".join(parts)
+        head += b"\x00" * (-len(head) % 4) + struct.pack("<I", len(self._at0))
+        if not self._at0 or len(head) % 8 == 0:
+            return b"".join((ENCAPSULATION, head, *self._at0))
+        body = b"".join(self._at0)
+        return b"".join((ENCAPSULATION, head, self._at4[0], memoryview(body)[len(self._at0[0]):]))
