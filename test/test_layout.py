@@ -27,7 +27,6 @@ ALLOWED_ROS_IMPORTS = {"bag": {"vggt_ros.ros.params"}, "sim": {"vggt_ros.ros.par
 
 MAX_LINES = 550
 LONG_MODULES = {
-    "vggt_ros/model/engine.py": "split pending (issue 12)",
     "vggt_ros/bag/replay.py": "split pending (issue 12)",
 }
 
