@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_forward import build_model  # noqa: E402  (cheap random-weight builder)
 
-from vggt_ros.model.engine import InferenceEngine, compile_blocks, compiled_graph_count  # noqa: E402
+from vggt_ros.model.compiled import compile_blocks, compiled_graph_count  # noqa: E402
+from vggt_ros.model.engine import InferenceEngine  # noqa: E402
 
 
 def uncached_counts(windows: int, stride: int, seed: int) -> list[int]:

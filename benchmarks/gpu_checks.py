@@ -31,6 +31,7 @@ from golden_weights import GOLDEN_DIR, SEED_1B, fill_state_dict, golden_config, 
 
 from vggt_ros.model import VGGT, VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory  # noqa: E402
+from vggt_ros.model.host_transfer import host_arrays  # noqa: E402
 from vggt_ros.model.preprocessing import preprocess_images  # noqa: E402
 
 REL_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
@@ -93,7 +94,7 @@ def engine_checks(model: VGGT, device: torch.device) -> None:
     rows.append(("engine", "uint8 upload", "depth vs float input", err, 0.0, ok_pinned and err == 0.0))
     if device.type != "cuda":
         return
-    host = eng._host_arrays({"depth": ref["depth"][..., 0], "conf": ref["depth_conf"]})
+    host = host_arrays({"depth": ref["depth"][..., 0], "conf": ref["depth_conf"]}, eng.device)
     err = max((torch.from_numpy(host["depth"]) - ref["depth"][0, ..., 0].cpu()).abs().max().item(),
               (torch.from_numpy(host["conf"]) - ref["depth_conf"][0].cpu()).abs().max().item())
     pinned = all(torch.from_numpy(a).is_pinned() for a in host.values())

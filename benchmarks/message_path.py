@@ -12,7 +12,7 @@ Rows (per size):
   (one boolean compress of ready-made 16-byte records: the data-dependent gather any unorganised
   build must do), and for information the same compress and a plain memcpy split over 2 threads
   (what a second core buys on this machine; the 3x baseline stays the single-threaded memcpy).
-* production path: the core ``pipeline.sampled_depth_points`` (confidence-masked depth, the default
+* production path: the core ``window_outputs.sampled_depth_points`` (confidence-masked depth, the default
   stride 4 / 20000 points, and full resolution) + colour gather + ``pointcloud2_fields``, exactly what the
   node and the bag writer run.
 * depth Image + CameraInfo fields (and the rclpy build when rclpy is installed).
@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vggt_ros.core import backprojection, pipeline  # noqa: E402
+from vggt_ros.core import backprojection, window_outputs  # noqa: E402
 from vggt_ros.core.backprojection import (  # noqa: E402
     backproject_depth,
     depth_to_cloud_records,
@@ -158,7 +158,7 @@ def confidence_masked(depth: np.ndarray, seed: int = 1) -> np.ndarray:
     h, w = depth.shape
     noise = np.random.default_rng(seed).standard_normal((h, w)).astype(np.float32)
     conf = cv2.GaussianBlur(noise, (0, 0), 0.02 * w)
-    mask = pipeline.valid_conf_mask(conf, 25.0, -np.inf)
+    mask = window_outputs.valid_conf_mask(conf, 25.0, -np.inf)
     return np.where(mask, depth, np.float32(np.nan)).astype(np.float32)
 
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for organized in (False, True):
         depth_to_pointcloud2_fields(depth, K, rgb, 0, "cam", organized=organized)
     pointcloud2_fields(*backproject_depth(depth, K, rgb), 0, "cam")
-    wp, wf = pipeline.sampled_depth_points(depth, K, 1, 0)
+    wp, wf = window_outputs.sampled_depth_points(depth, K, 1, 0)
     WorldMap(VOXEL).add(wp, rgb.reshape(-1, 3)[wf])
 
     for w, h in ((518, 392), (1280, 720)):
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         masked = confidence_masked(depth)
         for stride, max_points in ((4, 20000), (1, 0)):
             def production(masked=masked, K=K, rgb=rgb, stride=stride, max_points=max_points):
-                p, flat = pipeline.sampled_depth_points(masked, K, stride, max_points)
-                # colours gathered as the pipeline does (StreamingPipeline._frame_output)
+                p, flat = window_outputs.sampled_depth_points(masked, K, stride, max_points)
+                # colours gathered as the pipeline does (FrameOutputBuilder.frame_output)
                 return pointcloud2_fields(p, np.take(rgb.reshape(-1, 3), flat, axis=0), 0, "cam")
 
             f = production()
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             mem_rows(what, size, t_prod, f["data"].nbytes, "3x")
             if stride == 1:  # for comparison: the colour gather as 2-D fancy indexing (same result)
                 def production_fancy(masked=masked, K=K, rgb=rgb):
-                    p, flat = pipeline.sampled_depth_points(masked, K, 1, 0)
+                    p, flat = window_outputs.sampled_depth_points(masked, K, 1, 0)
                     return pointcloud2_fields(p, rgb.reshape(-1, 3)[flat], 0, "cam")
 
                 assert np.array_equal(production_fancy()["data"], f["data"])
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             mem_rows("  + rclpy Image/CameraInfo build", size, best_ms(depth_rclpy, R), depth.nbytes)
 
         # --- map voxel update ---------------------------------------------------------------------------
-        mp, flat = pipeline.sampled_depth_points(depth, K, 1, 0)
+        mp, flat = window_outputs.sampled_depth_points(depth, K, 1, 0)
         mc = rgb.reshape(-1, 3)[flat]
         rng = np.random.default_rng(3)
         base_p = rng.uniform(-4, 4, (200_000, 3)).astype(np.float32)

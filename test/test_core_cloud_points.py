@@ -1,11 +1,11 @@
-"""The core's per-frame cloud (pipeline.sampled_depth_points / cloud_pixels) against a per-pixel reference."""
+"""The core's per-frame cloud (window_outputs.sampled_depth_points, cloud_pixels) vs per-pixel reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vggt_ros.core.pipeline import cloud_pixels, sampled_depth_points
+from vggt_ros.core.window_outputs import cloud_pixels, sampled_depth_points
 
 
 def _reference(depth: np.ndarray, K: np.ndarray, stride: int,

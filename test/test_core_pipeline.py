@@ -11,8 +11,9 @@ from scipy.spatial.transform import Rotation
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frames import REP103_R_OPTICAL
 from vggt_ros.core.oracle import OraclePredictor
-from vggt_ros.core.pipeline import StreamingPipeline, WindowJob
+from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, WindowOutput
+from vggt_ros.core.window_types import WindowJob
 from vggt_ros.eval.metrics import ate
 from vggt_ros.prediction import Prediction
 from vggt_ros.sim.sequences import make_sequence

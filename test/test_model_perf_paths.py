@@ -14,13 +14,9 @@ import torch
 from golden_weights import golden_config, small_golden_model, textured_frames
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vggt_ros.model.compiled import batch_buckets, bucket_for, compiled_graph_count
 from vggt_ros.model.config import VGGTConfig
-from vggt_ros.model.engine import (
-    InferenceEngine,
-    batch_buckets,
-    bucket_for,
-    compiled_graph_count,
-)
+from vggt_ros.model.engine import InferenceEngine
 from vggt_ros.model.heads.embeddings import (
     add_dpt_position_embedding,
     dpt_position_embedding,

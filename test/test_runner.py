@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from vggt_ros.core.oracle import OraclePredictor
-from vggt_ros.core.pipeline import StreamingPipeline, WindowJob
+from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, PredictorBase
+from vggt_ros.core.window_types import WindowJob
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.runner.depth_pairing import DepthPairing
 from vggt_ros.runner.diagnostics import RateMeter

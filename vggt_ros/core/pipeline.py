@@ -41,203 +41,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from vggt_ros.core.alignment import (
-    Alignment,
-    ContextRef,
-    align_window,
-    bootstrap_alignment,
-    context_weights,
-    placement_estimates,
-    robust_mean_similarity,
-    stored_usable,
-)
+from vggt_ros.core.alignment import Alignment, ContextRef, align_window, bootstrap_alignment, stored_usable
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frame_buffer import Counters, FrameBuffer, RateLimitedLogger
-from vggt_ros.core.frames import to_output_pose, world_T_optical_world
+from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.keyframes import KeyframeSelector
+from vggt_ros.core.pose_state import (
+    MIN_VARIANCE,
+    PlacedState,
+    anchor_sees_newest,
+    fuse_context_poses,
+    median_depth,
+    window_noise_t,
+)
 from vggt_ros.core.scale import MetricScale
 from vggt_ros.core.tracks import TrackIdRegistry, make_queries, network_tracks_to_camera
-from vggt_ros.core.types import Frame, FrameOutput, Predictor, TrackOutput, WindowOutput
+from vggt_ros.core.types import Frame, Predictor, TrackOutput, WindowOutput
+from vggt_ros.core.window_outputs import FrameOutputBuilder
+from vggt_ros.core.window_types import PlacedWindow, WindowJob
 from vggt_ros.core.world_map import WorldMap
 from vggt_ros.prediction import Prediction, PreprocessInfo
 
 logger = logging.getLogger(__name__)
-
-MIN_VARIANCE = 1e-3  # floor of the pose variances (the world's first frame is exact: variance 0)
-
-
-@dataclass
-class WindowJob:
-    """One window to predict: context frames (already placed, anchor first) then new frames."""
-
-    window_index: int
-    frames: list[Frame]
-    new_mask: list[bool]
-    query_points: np.ndarray | None = None
-    epoch: int = 0  # the pipeline's reset count when the window was taken (stale after a reset)
-
-    @property
-    def images(self) -> list[np.ndarray]:
-        return [f.image for f in self.frames]
-
-    @property
-    def frame_keys(self) -> list[int]:
-        return [int(f.stamp_ns) for f in self.frames]
-
-    @property
-    def is_bootstrap(self) -> bool:
-        """True for a window without placed frames (it defines the world)."""
-        return all(self.new_mask)
-
-
-@dataclass
-class PlacedWindow:
-    """A window integrated into the pose chain whose outputs are not built yet.
-
-    Why a separate step: the next window's context (keyframes, placed frames and their poses)
-    depends only on placement; the per-frame outputs and the map never feed back into it. A node
-    can therefore predict window k+1 while window k's outputs are built and published
-    (:meth:`StreamingPipeline.emit` on another thread).
-    """
-
-    job: WindowJob
-    epoch: int
-    rejected: WindowOutput | None = None  # set when the window was rejected (nothing to emit)
-    prediction: Prediction | None = None
-    poses: np.ndarray | None = None  # [S, 4, 4] internal world_T_camera, world units
-    depth_world: dict[int, np.ndarray] | None = None  # new frames' [H, W] depth, world units
-    masks: dict[int, np.ndarray] | None = None  # output masks of new frames (the rest built by emit)
-    keyflags: dict[int, bool] | None = None
-    window_scale: float = float("nan")
-    metres_per_unit: float = 1.0  # metres per world unit at placement (the outputs use it)
-    is_metric: bool = False
-    residual: float = float("nan")
-    tracks: TrackOutput | None = None
-    timings: dict[str, float] | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.rejected is None
-
-
-@dataclass
-class _PlacedState:
-    world_T_camera: np.ndarray  # internal optical world, world units
-    depth: np.ndarray  # [H, W] world units, network resolution
-    conf: np.ndarray
-    K_net: np.ndarray
-    is_keyframe: bool
-    variance: float = 1.0  # rotation uncertainty, in units of one window's per-frame prediction noise
-    t_variance: float = 1.0  # position uncertainty, world units^2 (per-frame noise ~ the scene depth)
-    scene_depth: float = float("nan")  # median confident depth, world units (scale of its window's noise)
-    usable: np.ndarray | None = None  # pixels usable for alignment (alignment.stored_usable), computed once
-
-
-def _median_depth(depth: np.ndarray, step: int = 4) -> float:
-    """Median of the finite positive depths (subsampled by ``step`` per axis; NaN if none)."""
-    d = depth[..., ::step, ::step]
-    d = d[np.isfinite(d) & (d > 0)]
-    return float(np.median(d)) if d.size else float("nan")
-
-
-def valid_conf_mask(conf: np.ndarray, percentile: float, conf_min: float) -> np.ndarray:
-    """Pixels kept for outputs: finite conf >= the frame's percentile and >= the absolute floor."""
-    ok = np.isfinite(conf) & (conf >= conf_min)
-    if percentile > 0 and np.any(ok):
-        ok &= conf >= np.percentile(conf[ok], percentile)
-    return ok
-
-
-def network_index_maps(info: PreprocessInfo, out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray,
-                                                                                  np.ndarray, np.ndarray]:
-    """Nearest network row/col for each output row/col (output = camera image resized to ``out_hw``)."""
-    h0, w0 = info.original_hw
-    ho, wo = out_hw
-    xo = (np.arange(wo) + 0.5) * (w0 / wo) - 0.5
-    yo = (np.arange(ho) + 0.5) * (h0 / ho) - 0.5
-    xn = info.original_to_network_pixels(np.stack([xo, np.zeros(wo)], 1))[:, 0]
-    yn = info.original_to_network_pixels(np.stack([np.zeros(ho), yo], 1))[:, 1]
-    x0, y0, x1, y1 = info.valid_network_box()
-    cols = np.rint(xn).astype(np.int64)
-    rows = np.rint(yn).astype(np.int64)
-    col_ok = (cols >= x0) & (cols < x1)
-    row_ok = (rows >= y0) & (rows < y1)
-    hn, wn = info.network_hw
-    return np.clip(rows, 0, hn - 1), np.clip(cols, 0, wn - 1), row_ok, col_ok
-
-
-def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Intrinsics of an image resized from ``from_hw`` to ``to_hw`` (pixel centres at integers)."""
-    sx = to_hw[1] / from_hw[1]
-    sy = to_hw[0] / from_hw[0]
-    out = np.array(K, np.float64, copy=True)
-    out[0, 0] *= sx
-    out[0, 1] *= sx
-    out[1, 1] *= sy
-    out[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    out[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-    return out
-
-
-def cloud_pixels(valid: np.ndarray, stride: int, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the per-frame cloud: every ``stride``-th valid pixel, evenly thinned to max_points."""
-    sub = valid[::stride, ::stride] if stride > 1 else valid  # a view: no copy of the mask
-    r, c = np.nonzero(sub)
-    if max_points and len(r) > max_points:
-        keep = np.linspace(0, len(r) - 1, max_points).astype(np.int64)
-        r, c = r[keep], c[keep]
-    if stride > 1:
-        r, c = r * stride, c * stride
-    return r, c
-
-
-def sampled_depth_points(depth: np.ndarray, K: np.ndarray, stride: int,
-                         max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Camera-frame points ``[N, 3]`` float32 of finite depth pixels (every ``stride``-th), and flat ids.
-
-    Float64 ray arithmetic (skew honoured) rounded once to float32. Why this shape: the products are
-    computed on the (strided) image as whole planes, written into one ``[h, w, 3]`` record buffer, and
-    the kept pixels taken once as 12-byte records; per-point gathers of each coordinate cost ~6x more
-    for a full-resolution cloud."""
-    h, w = depth.shape
-    s = max(int(stride), 1)
-    sub = depth[::s, ::s] if s > 1 else depth
-    with np.errstate(invalid="ignore"):
-        sub_valid = (sub > 0) & (sub < np.inf)  # finite and positive, on the strided grid only
-    idx = np.flatnonzero(sub_valid)  # row-major ids in the strided grid
-    thinned = bool(max_points) and len(idx) > max_points
-    if thinned:
-        idx = idx[np.linspace(0, len(idx) - 1, max_points).astype(np.int64)]
-    hs, ws = sub_valid.shape
-    if s > 1:
-        flat = (idx // ws) * (s * w) + (idx % ws) * s
-    else:
-        flat = idx
-    if len(idx) == 0:
-        return np.zeros((0, 3), np.float32), flat
-    rows = np.arange(0, h, s)
-    y_ray = ((rows - K[1, 2]) / K[1, 1])[:, None]
-    if K[0, 1] == 0:
-        x_ray = ((np.arange(0, w, s) - K[0, 2]) / K[0, 0])[None, :]
-    else:
-        x_ray = (np.arange(0, w, s)[None, :] - K[0, 2] - K[0, 1] * y_ray) / K[0, 0]
-    with np.errstate(invalid="ignore", over="ignore"):  # invalid pixels (inf * 0) are not kept
-        x = np.multiply(sub, x_ray, out=np.empty((hs, ws), np.float32), dtype=np.float64, casting="same_kind")
-        y = np.multiply(sub, y_ray, out=np.empty((hs, ws), np.float32), dtype=np.float64, casting="same_kind")
-    rec = cv2.merge([x, y, np.ascontiguousarray(sub, dtype=np.float32)])  # [hs, ws, 3], SIMD interleave
-    if thinned:  # boolean mask of the kept ids (a compress beats a V12 take)
-        keep = np.zeros(hs * ws, bool)
-        keep[idx] = True
-    else:
-        keep = sub_valid.reshape(-1)
-    pts = rec.reshape(-1).view("V12")[keep].view(np.float32).reshape(-1, 3)
-    return pts, flat
 
 
 class StreamingPipeline:
@@ -265,7 +93,8 @@ class StreamingPipeline:
         self._map = WorldMap(config.voxel_size, config.map_max_points)
         self._tracks = TrackIdRegistry(config.track_match_px)
         self._world_T_optical = world_T_optical_world(config.world_frame_convention, config.base_T_camera)
-        self._states: dict[int, _PlacedState] = {}
+        self._outputs = FrameOutputBuilder(config, self._counters, self._rl, self._world_T_optical)
+        self._states: dict[int, PlacedState] = {}
         self._next_index = 0
         self._map_scale = 1.0  # metric factor the map's points were inserted with
         self._last_placed: list[int] = []  # stamps of the last two placed frames (motion extrapolation)
@@ -319,32 +148,7 @@ class StreamingPipeline:
         prev = self._states.get(self._last_placed[-2])
         if last is None or prev is None:
             return False
-        delta = np.linalg.solve(prev.world_T_camera, last.world_T_camera)
-        rv = Rotation.from_matrix(delta[:3, :3]).as_rotvec()
-        n = max(int(num_new), 1)
-        step = np.eye(4)
-        step[:3, :3] = Rotation.from_rotvec(n * rv).as_matrix()
-        step[:3, 3] = n * delta[:3, 3]
-        pred_T = last.world_T_camera @ step
-        h, w = st.depth.shape
-        g = max(1, min(h, w) // 16)
-        d = st.depth[g // 2::g, g // 2::g].astype(np.float64)
-        vv, uu = np.mgrid[g // 2:h:g, g // 2:w:g]
-        ok = np.isfinite(d) & (d > 0)
-        if ok.sum() < 8:
-            return False
-        K = st.K_net
-        z = d[ok]
-        y = (vv[ok] - K[1, 2]) / K[1, 1]
-        x = (uu[ok] - K[0, 2] - K[0, 1] * y) / K[0, 0]
-        pc = np.stack([x * z, y * z, z], 1)
-        rel = np.linalg.solve(pred_T, st.world_T_camera)  # predicted camera <- keyframe camera
-        q = pc @ rel[:3, :3].T + rel[:3, 3]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = K[0, 0] * q[:, 0] / q[:, 2] + K[0, 2]
-            v = K[1, 1] * q[:, 1] / q[:, 2] + K[1, 2]
-        inside = (q[:, 2] > 0) & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
-        return float(inside.mean()) >= thr
+        return anchor_sees_newest(st, last, prev, num_new, thr)
 
     # ------------------------------------------------------------------ integration
     def run_window(self, job: WindowJob, predictor: Predictor) -> WindowOutput:
@@ -434,7 +238,7 @@ class StreamingPipeline:
             align: Alignment = bootstrap_alignment(pred)
         else:
             refs = []
-            noise_t = self._window_noise_t(job)
+            noise_t = window_noise_t(self._states, job)
             for i, (f, is_new) in enumerate(zip(job.frames, job.new_mask)):
                 st = self._states.get(int(f.stamp_ns))
                 if not is_new and st is not None:
@@ -464,13 +268,13 @@ class StreamingPipeline:
         depth_world = {i: pred.depth[i].astype(np.float32) * np.float32(align.scale) for i in new_idx}
         if job.is_bootstrap:
             new_var = 1.0
-            noise_t = _median_depth(np.stack([depth_world[i][::4, ::4] for i in new_idx]), step=1) ** 2
+            noise_t = median_depth(np.stack([depth_world[i][::4, ::4] for i in new_idx]), step=1) ** 2
             new_tvar = noise_t
         else:
             new_var = 1.0 / sum(r.weight for r in refs) + 1.0
             new_tvar = 1.0 / sum(r.translation_weight for r in refs) + noise_t
         if not job.is_bootstrap and cfg.context_pose_averaging:
-            self._fuse_context_poses(job, refs, align.scale, pred.extrinsics, noise_t)
+            fuse_context_poses(self._states, job, refs, align.scale, pred.extrinsics, noise_t)
         # output masks: built here only where placement needs them (keyframe depth, depth scale
         # samples), the rest in emit, off the worker
         masks: dict[int, np.ndarray] = {}
@@ -486,7 +290,7 @@ class StreamingPipeline:
                 is_kf = self._selector.decide(f.image, poses[i]).is_keyframe
             keyflags[i] = is_kf
             if is_kf:
-                d = depth_world[i][self._output_mask(pred, depth_world, masks, i)]
+                d = depth_world[i][self._outputs.output_mask(pred, depth_world, masks, i)]
                 med = float(np.median(d)) if d.size else float("nan")
                 self._selector.set_keyframe(f.image, poses[i], med)
                 self._counters.add("keyframes")
@@ -496,13 +300,14 @@ class StreamingPipeline:
                 self._selector.advance()
             if f.metric_depth is not None and self._scale.source == "depth":
                 self._depth_scale_sample(f.metric_depth, depth_world[i],
-                                         self._output_mask(pred, depth_world, masks, i), pred.preprocess[i])
-            self._states[int(f.stamp_ns)] = _PlacedState(
+                                         self._outputs.output_mask(pred, depth_world, masks, i),
+                                         pred.preprocess[i])
+            self._states[int(f.stamp_ns)] = PlacedState(
                 poses[i], depth_world[i], pred.depth_conf[i].astype(np.float32),
                 np.asarray(pred.intrinsics[i], np.float64), is_kf,
                 variance=0.0 if (job.is_bootstrap and i == 0) else new_var,
                 t_variance=0.0 if (job.is_bootstrap and i == 0) else new_tvar,
-                scene_depth=_median_depth(depth_world[i]),
+                scene_depth=median_depth(depth_world[i]),
             )
             self._buffer.mark_placed(f, is_kf)
             self._last_placed = [*self._last_placed[-1:], int(f.stamp_ns)]
@@ -526,9 +331,10 @@ class StreamingPipeline:
 
         t = time.perf_counter()
         masks, depth_world = placed.masks, placed.depth_world
-        frames_out = [self._frame_output(job.frames[i], pred, i, placed.poses[i], depth_world[i],
-                                         self._output_mask(pred, depth_world, masks, i), placed.keyflags[i],
-                                         placed.window_scale, metres_per_unit, placed.is_metric)
+        frames_out = [self._outputs.frame_output(job.frames[i], pred, i, placed.poses[i], depth_world[i],
+                                                 self._outputs.output_mask(pred, depth_world, masks, i),
+                                                 placed.keyflags[i], placed.window_scale, metres_per_unit,
+                                                 placed.is_metric)
                       for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -541,62 +347,6 @@ class StreamingPipeline:
         return WindowOutput(job.window_index, True, frames_out, placed.tracks,
                             scale=float(placed.window_scale * metres_per_unit), residual=placed.residual,
                             timings=timings)
-
-    def _output_mask(self, pred: Prediction, depth_world: dict[int, np.ndarray], masks: dict[int, np.ndarray],
-                     i: int) -> np.ndarray:
-        """Confident, finite, positive pixels of window frame ``i`` (computed once, kept in ``masks``)."""
-        m = masks.get(i)
-        if m is None:
-            cfg = self.config
-            d = depth_world[i]
-            m = masks[i] = (valid_conf_mask(pred.depth_conf[i], cfg.conf_percentile, cfg.conf_min)
-                            & np.isfinite(d) & (d > 0))
-        return m
-
-    def _window_noise_t(self, job: WindowJob) -> float:
-        """Per-frame position noise variance of this window, world units^2: (scene depth)^2.
-
-        A window's prediction is normalised to its scene (VGGT: mean point distance), so its
-        translation errors scale with the scene depth; rotation errors do not.
-        """
-        d = [st.scene_depth for f in job.frames
-             if (st := self._states.get(int(f.stamp_ns))) is not None and np.isfinite(st.scene_depth)]
-        return float(np.mean(d)) ** 2 if d else 1.0
-
-    def _fuse_context_poses(self, job: WindowJob, refs: list[ContextRef], scale: float,
-                            extrinsics: np.ndarray, noise_t: float) -> None:
-        """Fuse each context frame's stored pose with this window's independent estimate of it.
-
-        The estimate of frame k comes from the placement by the *other* context frames (leave one
-        out), so it does not reuse k's own stored pose; it is fused with inverse-variance weights.
-        """
-        if len(refs) < 2:
-            return
-        Rk, tk = placement_estimates(scale, refs, extrinsics)
-        w, wt = context_weights(refs)
-        E = np.asarray(extrinsics, np.float64)
-        for k, ref in enumerate(refs):
-            st = self._states.get(int(job.frames[ref.window_index].stamp_ns))
-            if st is None:
-                continue
-            others = np.arange(len(refs)) != k
-            R, t, keep = robust_mean_similarity(Rk[others], tk[others], w[others], wt[others])
-            own = 0.0 if ref.window_index == 0 else 1.0
-            var_obs = 1.0 / w[others][keep].sum() + own
-            tvar_obs = 1.0 / wt[others][keep].sum() + own * noise_t
-            obs = np.eye(4)
-            Ei = E[ref.window_index]
-            obs[:3, :3] = R @ Ei[:3, :3].T
-            obs[:3, 3] = t - scale * obs[:3, :3] @ Ei[:3, 3]
-            g = st.variance / max(st.variance + var_obs, MIN_VARIANCE)
-            gt = st.t_variance / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
-            T = st.world_T_camera.copy()
-            dR = Rotation.from_matrix(T[:3, :3].T @ obs[:3, :3]).as_rotvec()
-            T[:3, :3] = T[:3, :3] @ Rotation.from_rotvec(g * dR).as_matrix()
-            T[:3, 3] = (1 - gt) * T[:3, 3] + gt * obs[:3, 3]
-            st.world_T_camera = T
-            st.variance = st.variance * var_obs / max(st.variance + var_obs, MIN_VARIANCE)
-            st.t_variance = st.t_variance * tvar_obs / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
 
     def _depth_scale_sample(self, metric_depth: np.ndarray, depth_world: np.ndarray, mask: np.ndarray,
                             info: PreprocessInfo) -> None:
@@ -611,71 +361,6 @@ class StreamingPipeline:
         ok = mask & ((rows >= 0) & (rows < hd))[:, None] & ((cols >= 0) & (cols < wd))[None, :]
         sampled = md[np.clip(rows, 0, hd - 1)[:, None], np.clip(cols, 0, wd - 1)[None, :]]
         self._scale.add_depth(sampled[ok], depth_world[ok])
-
-    def _depth_hw(self, image_hw: tuple[int, int]) -> tuple[int, int]:
-        cfg = self.config
-        h0, w0 = image_hw
-        if cfg.depth_width > 0 and cfg.depth_height > 0:
-            return int(cfg.depth_height), int(cfg.depth_width)
-        if cfg.depth_width > 0:
-            return max(1, round(h0 * cfg.depth_width / w0)), int(cfg.depth_width)
-        if cfg.depth_height > 0:
-            return int(cfg.depth_height), max(1, round(w0 * cfg.depth_height / h0))
-        return max(1, round(h0 * cfg.depth_scale_factor)), max(1, round(w0 * cfg.depth_scale_factor))
-
-    def _frame_output(self, frame: Frame, pred: Prediction, i: int, pose: np.ndarray, depth_world: np.ndarray,
-                      mask: np.ndarray, is_kf: bool, window_scale: float, m: float,
-                      is_metric: bool) -> FrameOutput:
-        cfg = self.config
-        info = pred.preprocess[i]
-        image_hw = (int(frame.image.shape[0]), int(frame.image.shape[1]))
-        if frame.intrinsics is not None:
-            K = np.asarray(frame.intrinsics, np.float64)
-        else:
-            K = info.intrinsics_to_original(np.asarray(pred.intrinsics[i], np.float64))
-        out_hw = self._depth_hw(image_hw)
-        rows, cols, row_ok, col_ok = network_index_maps(info, out_hw)
-        net_depth = np.where(mask, depth_world * np.float32(m), np.float32(np.nan))
-        depth = net_depth[rows[:, None], cols[None, :]]
-        inside = row_ok[:, None] & col_ok[None, :]
-        depth = np.where(inside, depth, np.float32(np.nan)).astype(np.float32)
-        conf = np.where(inside, pred.depth_conf[i][rows[:, None], cols[None, :]], 0).astype(np.float32)
-        if out_hw == image_hw:
-            rgb = frame.image
-        else:
-            interp = cv2.INTER_AREA if out_hw[0] * out_hw[1] < image_hw[0] * image_hw[1] else cv2.INTER_LINEAR
-            rgb = cv2.resize(frame.image, (out_hw[1], out_hw[0]), interpolation=interp)
-        K_depth = scale_intrinsics(K, image_hw, out_hw)
-        if cfg.points_source == "point_head" and pred.world_points is not None:
-            points, flat = self._point_head_points(pred, i, rows, cols, depth, window_scale * m)
-        else:
-            if cfg.points_source == "point_head":
-                self._counters.add("point_head_missing")
-                self._rl.warning("point_head_missing", "points_source point_head, but the predictor "
-                                 "returned no world_points: points from depth instead")
-            points, flat = sampled_depth_points(depth, K_depth, cfg.cloud_stride, cfg.cloud_max_points)
-        colors = np.take(rgb.reshape(-1, 3), flat, axis=0)  # faster than fancy indexing of rows
-        return FrameOutput(
-            stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,
-            world_T_camera=to_output_pose(pose, m, self._world_T_optical),
-            intrinsics=K, image_hw=image_hw, depth=depth, depth_conf=conf, depth_intrinsics=K_depth,
-            rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=is_metric,
-        )
-
-    def _point_head_points(self, pred: Prediction, i: int, rows: np.ndarray, cols: np.ndarray,
-                           depth: np.ndarray, to_output: float) -> tuple[np.ndarray, np.ndarray]:
-        """Cloud from VGGT's point head: window-frame points moved into frame i's camera, output units.
-
-        Sampled at the depth image's pixels and kept only where the published depth is valid, so the
-        confidence filtering is the same as for depth-based points.
-        """
-        E = np.asarray(pred.extrinsics[i], np.float64)
-        wp = np.asarray(pred.world_points[i], np.float64)[rows[:, None], cols[None, :]]
-        cam = (wp @ E[:3, :3].T + E[:3, 3]) * to_output
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(depth) & np.isfinite(cam).all(-1) & (cam[..., 2] > 0)
-        v, u = cloud_pixels(valid, self.config.cloud_stride, self.config.cloud_max_points)
-        return cam[v, u].astype(np.float32), v * depth.shape[1] + u
 
     def _track_output(self, job: WindowJob, pred: Prediction) -> TrackOutput | None:
         if job.query_points is None or pred.tracks is None:

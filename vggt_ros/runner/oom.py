@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from vggt_ros.core.pipeline import WindowJob
+from vggt_ros.core.window_types import WindowJob
 
 
 def oom_exception_types() -> tuple[type[BaseException], ...]:

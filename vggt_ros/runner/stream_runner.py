@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vggt_ros.core.frame_buffer import Counters
-from vggt_ros.core.pipeline import PlacedWindow, StreamingPipeline, WindowJob
+from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, Predictor, WindowOutput
+from vggt_ros.core.window_types import PlacedWindow, WindowJob
 from vggt_ros.runner.oom import oom_exception_types, trim_job
 
 logger = logging.getLogger(__name__)
