@@ -91,7 +91,8 @@ class CompiledShapes:
 
     Uses the engine's attributes set in its ``__init__``: ``compiled_blocks``, ``compile_backend``,
     ``shape_buckets``, ``dino_buckets``, ``eager_on_recompile``, ``patch_cache``, ``model``,
-    ``_forward``, ``_warm_key``, ``_warm_report``, ``_warm_window_sizes``, ``_cold_sizes_logged``;
+    ``_forward``, ``_warm_key``, ``_warm_report``, ``_warm_window_sizes``, ``_cold_sizes_logged``,
+    ``_last_image_hw``;
     and its methods ``prepare``, ``predict_prepared`` and ``_patch_keys``.
     """
 
@@ -159,7 +160,7 @@ class CompiledShapes:
         if any(s < 1 for s in extras):
             raise ValueError(f"extra_window_sizes must be >= 1, got {extras}")
         if image_hw is None:
-            image_hw = getattr(self, "_last_image_hw", None)
+            image_hw = self._last_image_hw
             if image_hw is None:
                 raise ValueError("warmup needs image_hw (camera height, width) until a window was predicted")
         h, w = (int(v) for v in image_hw)

@@ -180,16 +180,16 @@ class InferenceEngine(CompiledShapes):
 
             model = load_checkpoint(checkpoint, model=model, map_location=self.device, cache_dir=cache_dir)
         for head in ("camera_head", "depth_head"):
-            if getattr(model, head, None) is None:
+            if getattr(model, head) is None:
                 raise ValueError(f"InferenceEngine needs the model's {head} (enable it in the config)")
         self.model = model.to(self.device).eval()
-        self.config = getattr(model, "config", None)
+        self.config = model.config
         self.preprocess_mode = preprocess_mode
         self.target_size = target_size
         chunk = frames_chunk_size
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
             raise ValueError(f"frames_chunk_size must be a positive int or None, got {chunk!r}")
-        has_point_head = getattr(model, "point_head", None) is not None
+        has_point_head = model.point_head is not None
         if world_points is None:
             world_points = has_point_head
         if world_points and not has_point_head:
@@ -197,6 +197,8 @@ class InferenceEngine(CompiledShapes):
         self.world_points = bool(world_points)
         self.frames_chunk_size = frames_chunk_size
         self.patch_cache = PatchTokenCache(patch_cache_size)
+        self._u8_lut: torch.Tensor | None = None  # uint8 -> float table on the device (first use)
+        self._last_image_hw: tuple[int, int] | None = None  # camera size of the last window (warmup)
         self.dpt_autocast = bool(dpt_autocast)
         if preprocess_cache_size < 0:
             raise ValueError(f"preprocess_cache_size must be >= 0, got {preprocess_cache_size}")
@@ -242,14 +244,13 @@ class InferenceEngine(CompiledShapes):
             raise ValueError(f"query_points must be [N, 2] pixel (x, y) of frame 0, got shape {q.shape}")
         if not np.isfinite(q).all():
             raise ValueError("query_points contain NaN or infinite values")
-        if getattr(self.model, "track_head", None) is None:
+        if self.model.track_head is None:
             raise ValueError("query_points given but the model has no track head (enable_track=False)")
-        if self.config is not None and hasattr(self.config, "track_corr_levels"):
-            need = min_track_side(self.config)
-            if min(hw) < need:
-                raise ValueError(
-                    f"tracking needs network images of at least {need} px per side "
-                    f"({self.config.track_corr_levels}-level correlation pyramid), got {hw[1]}x{hw[0]} (WxH)")
+        need = min_track_side(self.config)
+        if min(hw) < need:
+            raise ValueError(
+                f"tracking needs network images of at least {need} px per side "
+                f"({self.config.track_corr_levels}-level correlation pyramid), got {hw[1]}x{hw[0]} (WxH)")
         return info.original_to_network_pixels(q).astype(np.float32)
 
     def predict(
@@ -388,8 +389,7 @@ class InferenceEngine(CompiledShapes):
             with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                                         enabled=self.autocast_enabled), self._stance():
                 patch_tokens = None
-                use_cache = (prepared.frame_keys is not None and self.patch_cache.max_frames > 0
-                             and hasattr(self.model, "aggregator"))
+                use_cache = prepared.frame_keys is not None and self.patch_cache.max_frames > 0
                 bucket = self._batch_bucket if self._padding_active else None
                 if use_cache:
                     patch_tokens = embed_with_cache(self.model.aggregator, x.unsqueeze(0),
@@ -422,7 +422,7 @@ class InferenceEngine(CompiledShapes):
 
         A 256-entry table of numpy's correctly rounded ``i / 255`` (CUDA turns a division by a scalar
         into a multiplication by its reciprocal, which is 1 ulp off for some values)."""
-        lut = getattr(self, "_u8_lut", None)
+        lut = self._u8_lut
         if lut is None or lut.device != x.device:
             table = np.arange(256, dtype=np.float32) / np.float32(255.0)
             lut = self._u8_lut = torch.from_numpy(table).to(x.device)
