@@ -47,7 +47,7 @@ def make_factory(kind: str):
     if kind == "rclpy":
         from rclpy.serialization import serialize_message
 
-        from vggt_ros.ros.node import RclpyMessages
+        from vggt_ros.ros.factories import RclpyMessages
 
         def ser(m) -> None:
             if isinstance(m.message, bytes):  # the Path: published as it is

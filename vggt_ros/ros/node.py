@@ -31,7 +31,6 @@ and diagnostics.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -56,7 +55,6 @@ from vggt_ros.core.frame_buffer import Counters
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, WindowOutput
-from vggt_ros.messages.builders import to_rclpy
 from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import transform_msg_to_matrix
@@ -68,61 +66,17 @@ from vggt_ros.outputs.plan import enabled_outputs
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
+from vggt_ros.ros.factories import (
+    RclpyMessages,
+    default_tf_broadcaster,
+    default_tf_buffer,
+    default_tracks_msg_type,
+)
 from vggt_ros.runner.depth_pairing import DepthPairing
 from vggt_ros.runner.diagnostics import RateMeter, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
-
-
-class RclpyMessages:
-    """Message factory of the output builder: rclpy classes by ROS type name ('nav_msgs/msg/Path');
-    ``classes`` overrides the lookup (a tracks class from elsewhere)."""
-
-    def __init__(self, classes: Mapping[str, type] | None = None) -> None:
-        self._classes: dict[str, type] = dict(classes or {})
-
-    def message_class(self, msg_type: str) -> type:
-        cls = self._classes.get(msg_type)
-        if cls is None:
-            pkg, _, name = msg_type.split("/")
-            cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
-            self._classes[msg_type] = cls
-        return cls
-
-    def build(self, msg_type: str, fields: Mapping[str, Any]) -> Any:
-        return to_rclpy(self.message_class(msg_type), fields)
-
-
-def default_tf_broadcaster(node: Node) -> Any:
-    """A ``tf2_ros.TransformBroadcaster`` (``sendTransform(list[TransformStamped])``)."""
-    try:
-        import tf2_ros
-    except ImportError as exc:
-        raise RuntimeError("publish_tf is true but tf2_ros is not importable: source a ROS 2 install or set "
-                           "publish_tf false") from exc
-    return tf2_ros.TransformBroadcaster(node)
-
-
-def default_tf_buffer(node: Node) -> Any:
-    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` on ``node`` (kept alive on the node)."""
-    try:
-        import tf2_ros
-    except ImportError as exc:
-        raise RuntimeError("odom_frame/base_frame need tf2_ros to look up transforms; it is not importable") \
-            from exc
-    buffer = tf2_ros.Buffer()
-    node._tf_listener = tf2_ros.TransformListener(buffer, node)
-    return buffer
-
-
-def default_tracks_msg_type() -> type | None:
-    """``vggt_ros.msg.KeypointTracks`` when the package was built with colcon, else None."""
-    try:
-        from vggt_ros.msg import KeypointTracks  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return KeypointTracks
 
 
 def read_node_params(node: Node) -> dict[str, Any]:

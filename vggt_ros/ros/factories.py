@@ -1,0 +1,63 @@
+"""The rclpy pieces the node builds its outputs with: a message factory of rclpy classes, and the
+defaults of its injectable ROS parts (tf2_ros broadcaster and buffer, the generated tracks message),
+which tests replace with stand-ins where PyPI has no wheel."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from rclpy.node import Node
+
+from vggt_ros.messages.builders import to_rclpy
+
+
+class RclpyMessages:
+    """Message factory of the output builder: rclpy classes by ROS type name ('nav_msgs/msg/Path');
+    ``classes`` overrides the lookup (a tracks class from elsewhere)."""
+
+    def __init__(self, classes: Mapping[str, type] | None = None) -> None:
+        self._classes: dict[str, type] = dict(classes or {})
+
+    def message_class(self, msg_type: str) -> type:
+        cls = self._classes.get(msg_type)
+        if cls is None:
+            pkg, _, name = msg_type.split("/")
+            cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
+            self._classes[msg_type] = cls
+        return cls
+
+    def build(self, msg_type: str, fields: Mapping[str, Any]) -> Any:
+        return to_rclpy(self.message_class(msg_type), fields)
+
+
+def default_tf_broadcaster(node: Node) -> Any:
+    """A ``tf2_ros.TransformBroadcaster`` (``sendTransform(list[TransformStamped])``)."""
+    try:
+        import tf2_ros
+    except ImportError as exc:
+        raise RuntimeError("publish_tf is true but tf2_ros is not importable: source a ROS 2 install or set "
+                           "publish_tf false") from exc
+    return tf2_ros.TransformBroadcaster(node)
+
+
+def default_tf_buffer(node: Node) -> Any:
+    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` on ``node`` (kept alive on the node)."""
+    try:
+        import tf2_ros
+    except ImportError as exc:
+        raise RuntimeError("odom_frame/base_frame need tf2_ros to look up transforms; it is not importable") \
+            from exc
+    buffer = tf2_ros.Buffer()
+    node._tf_listener = tf2_ros.TransformListener(buffer, node)
+    return buffer
+
+
+def default_tracks_msg_type() -> type | None:
+    """``vggt_ros.msg.KeypointTracks`` when the package was built with colcon, else None."""
+    try:
+        from vggt_ros.msg import KeypointTracks  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return KeypointTracks
