@@ -42,6 +42,10 @@ def oracle_run(bags, tmp_path_factory):  # noqa: F811
             "publish_confidence=true",
             "--set",
             "publish_depth_rgb=true",
+            "--set",  # camera mode: map -> the camera's own frame (the default base mode has its own test)
+            "odom_frame=",
+            "--set",
+            "base_frame=",
             "--no-progress",
         ]
     )

@@ -23,7 +23,8 @@ H, W = 120, 160
 N = 12  # bootstrap 6 + two windows of 3: no end-of-stream flush, which a live node never does
 PARAMS = dict(predictor="oracle", checkpoint="", window_size=6, stride=3, skip_policy="keep_all",
               num_track_queries=8, publish_confidence=True, publish_depth_rgb=True, target_size=TARGET,
-              camera_frame=CAM, scale_source="fixed", fixed_scale=1.0)
+              camera_frame=CAM, scale_source="fixed", fixed_scale=1.0,
+              odom_frame="odom", base_frame="base_link")  # the defaults; no mount in TF: our own frame
 COMPARED = ("odometry", "depth/image", "depth/camera_info", "depth/confidence", "depth/rgb", "points")
 
 

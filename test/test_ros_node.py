@@ -102,7 +102,7 @@ class Harness:
         # keep_all: every frame is processed (the paced tests count exact outputs); the burst test
         # overrides it with keep_newest
         base = dict(skip_policy="keep_all", map_publish_period_s=0.2, diagnostics_period_s=0.2,
-                    path_publish_period_s=0.2,
+                    path_publish_period_s=0.2, odom_frame="", base_frame="",
                     target_size=TARGET, log_interval_s=0.5)
         base.update(params)
         self.node = VggtNode(
@@ -473,7 +473,8 @@ def test_base_frame_tf_composition(ctx, seq, map_to_odom):
     if map_to_odom:  # an external odometry: odom_T_base = D @ (ground-truth base motion)
         tf[("odom", "base_link")] = lambda s: D @ B @ seq.world_T_camera[idx[s]] @ invert_pose(B)
     params = dict(predictor="oracle", checkpoint="", window_size=4, stride=2, scale_source="fixed",
-                  odom_frame="odom", base_frame="base_link", publish_map_to_odom=map_to_odom)
+                  odom_frame="odom", base_frame="base_link", publish_map_to_odom=map_to_odom,
+                  map_to_odom_period_s=60.0)  # the periodic republication has its own test
     h = Harness(ctx, "/m2o" if map_to_odom else "/base", params, predictor=oracle, tf_transforms=tf)
     try:
         h.play(seq, range(6))

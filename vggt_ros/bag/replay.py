@@ -228,12 +228,9 @@ def replay_bag(
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
     oracle = opts.predictor is None and params["predictor"] == "oracle"
-    if params["odom_frame"] or params["base_frame"]:
-        warnings.append(
-            "odom_frame/base_frame are ignored by the replay (no live TF tree): poses are written "
-            "as map_frame -> camera"
-        )
-        params = {**params, "odom_frame": "", "base_frame": "", "publish_map_to_odom": False}
+    if params["publish_map_to_odom"]:
+        warnings.append("publish_map_to_odom is ignored by the replay (no external odometry on TF)")
+        params = {**params, "publish_map_to_odom": False}
 
     tolerance_ns = int(params["depth_sync_tolerance_s"] * 1e9)
     with BagSource(bag, opts.image_topic, opts.depth_topic, opts.camera_info_topic, tolerance_ns) as src:
@@ -264,7 +261,7 @@ def replay_bag(
         writer = OutputBagWriter(out / OUTPUT_BAG_NAME, params)
         frames_policy = PoseFrames(params, world_T_optical_world(config.world_frame_convention,
                                                                  config.base_T_camera), None)
-        builder = OutputBuilder(params, writer.factory, frames_policy)
+        builder = OutputBuilder(params, writer.factory, frames_policy)  # no TF lookups: see PoseFrames
         schedule = BagTimeSchedule(params)
         depth_acc = DepthAccumulator()
         gt_depth = StampStore()

@@ -67,6 +67,7 @@ class OutputBuilder:
         return self._newest_stamp
 
     def reset(self) -> None:
+        self.frames.reset()
         self._path.clear()
         self._path_new = self._map_new = False
         self._newest_stamp = None

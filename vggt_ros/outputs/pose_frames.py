@@ -1,9 +1,16 @@
 """Which frames carry a pose (REP 105): the TF edge and the odometry frames of each published pose.
 
-Camera mode (no ``odom_frame``): ``map_frame -> camera optical frame``. Base mode (``odom_frame`` and
-``base_frame``): the pose of the robot base, composed with ``base_frame -> camera`` looked up once
-from TF; published as ``odom_frame -> base_frame``, or with ``publish_map_to_odom`` as the correction
-``map_frame -> odom_frame`` against an external odometry looked up at each stamp.
+Base mode (the default: ``odom_frame`` and ``base_frame`` set): the pose of the robot base in
+``odom_frame``, composed with the mount ``base_frame -> camera`` looked up from TF once, at the
+first frame after start or reset (a bare camera: ``base_frame`` = the driver's root, e.g.
+``camera_link``). Published as ``odom_frame -> base_frame``, or with ``publish_map_to_odom`` as the
+correction ``map_frame -> odom_frame`` against an external odometry looked up at each stamp (and the
+node republishes the latest correction periodically, future-dated, as slam_toolbox and AMCL do).
+Where the mount cannot be looked up (no TF tree, no tf2_ros, the bag replay), the camera itself is
+published under our own frame :data:`FALLBACK_CAMERA_FRAME`, never under a frame another node may own.
+
+Camera mode (``odom_frame`` and ``base_frame`` empty): ``map_frame -> camera optical frame``; the
+node's TF publisher refuses it when another node (a camera driver) publishes that frame.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import numpy as np
 
 from vggt_ros.core.frames import invert_pose
 
-# target_T_source at a stamp from TF, or None when it is not available (counted by the caller)
-Lookup = Callable[[str, str, int], "np.ndarray | None"]
+FALLBACK_CAMERA_FRAME = "vggt_camera_optical_frame"  # ours: the camera when its mount is unknown
+MOUNT_LOOKUP_WAIT_S = 1.0  # the first mount lookup may wait for a driver's static TF
+
+# lookup(target, source, stamp_ns, timeout_s) -> target_T_source, or None (counted by the caller)
+Lookup = Callable[[str, str, int, float], "np.ndarray | None"]
 
 
 @dataclass
@@ -30,55 +40,72 @@ class PlacedPose:
 
 
 class PoseFrames:
-    """Frame policy of published poses; ``world_T_optical`` maps the core's optical world into the
-    published world (see :func:`vggt_ros.core.frames.world_T_optical_world`)."""
+    """Frame policy of published poses; ``world_T_optical`` maps the core's optical world into its
+    output world (see :func:`vggt_ros.core.frames.world_T_optical_world`)."""
 
     def __init__(self, params: Mapping[str, Any], world_T_optical: np.ndarray, lookup: Lookup | None) -> None:
         self.map_frame = str(params["map_frame"])
         self.odom_frame = str(params["odom_frame"])
         self.base_frame = str(params["base_frame"])
         self.map_to_odom = bool(params["publish_map_to_odom"])
+        self.tf_timeout_s = float(params["tf_timeout_s"])
         self.base_mode = bool(self.odom_frame)
-        if self.base_mode and lookup is None:
-            raise ValueError("odom_frame/base_frame need TF lookups (base_frame -> camera), which this "
-                             "output has not")
         self.world_frame = self.odom_frame if self.base_mode and not self.map_to_odom else self.map_frame
         self._optical_T_world = invert_pose(world_T_optical)
         self._lookup = lookup
-        self._base_T_camera: np.ndarray | None = None
+        self._mount: np.ndarray | None = None  # base_T_camera, decided at the first frame
+        self.child_frame = self.base_frame
+        self.last_map_to_odom: np.ndarray | None = None
+        self.fallback_reason = ""
 
-    def _world_T_core(self, camera_frame: str, stamp_ns: int) -> np.ndarray | None:
-        """Published world <- core world (base mode: the base at the first keyframe), or None while
-        base_frame -> camera is unknown. The static mount is looked up once, then cached."""
-        if self._base_T_camera is None:
-            assert self._lookup is not None
-            self._base_T_camera = self._lookup(self.base_frame, camera_frame, stamp_ns)
-            if self._base_T_camera is None:
-                return None
-        return self._base_T_camera @ self._optical_T_world
+    def reset(self) -> None:
+        """A new world: the mount is looked up again at the next frame."""
+        self._mount = None
+        self.child_frame = self.base_frame
+        self.last_map_to_odom = None
+        self.fallback_reason = ""
+
+    def _decide_mount(self, camera_frame: str, stamp_ns: int) -> None:
+        mount = None
+        if self.base_frame == camera_frame:
+            mount = np.eye(4)
+        elif self._lookup is not None:
+            mount = self._lookup(self.base_frame, camera_frame, stamp_ns, max(self.tf_timeout_s,
+                                                                              MOUNT_LOOKUP_WAIT_S))
+        if mount is None:
+            why = "no TF lookups here" if self._lookup is None else "not in TF"
+            self.fallback_reason = (
+                f"{self.base_frame} -> {camera_frame} is {why}: the camera is published as "
+                f"{self.odom_frame} -> {FALLBACK_CAMERA_FRAME} (set base_frame to the camera driver's root "
+                f"frame, e.g. camera_link, or publish the mount, then call ~/reset)")
+            self.child_frame = FALLBACK_CAMERA_FRAME
+            mount = np.eye(4)
+        self._mount = mount
 
     def place(self, world_T_camera: np.ndarray, camera_frame: str, stamp_ns: int) -> PlacedPose | None:
         """The published pose of a camera pose of the core; None when TF cannot place it yet."""
         if not self.base_mode:
             return PlacedPose(world_T_camera, camera_frame, (world_T_camera, self.world_frame, camera_frame))
-        G = self._world_T_core(camera_frame, stamp_ns)
-        if G is None:
-            return None
-        assert self._base_T_camera is not None
-        w_T_base = G @ world_T_camera @ invert_pose(self._base_T_camera)
+        if self._mount is None:
+            self._decide_mount(camera_frame, stamp_ns)
+        assert self._mount is not None
+        w_T_base = self._mount @ self._optical_T_world @ world_T_camera @ invert_pose(self._mount)
         if not self.map_to_odom:
-            return PlacedPose(w_T_base, self.base_frame, (w_T_base, self.odom_frame, self.base_frame))
-        assert self._lookup is not None
-        odom_T_base = self._lookup(self.odom_frame, self.base_frame, stamp_ns)
-        tf = None if odom_T_base is None else (
-            w_T_base @ invert_pose(odom_T_base), self.map_frame, self.odom_frame)
-        return PlacedPose(w_T_base, self.base_frame, tf)
+            return PlacedPose(w_T_base, self.child_frame, (w_T_base, self.odom_frame, self.child_frame))
+        odom_T_base = None
+        if self._lookup is not None and self.child_frame == self.base_frame:
+            odom_T_base = self._lookup(self.odom_frame, self.base_frame, stamp_ns, self.tf_timeout_s)
+        if odom_T_base is None:
+            return PlacedPose(w_T_base, self.child_frame, None)
+        self.last_map_to_odom = w_T_base @ invert_pose(odom_T_base)  # the node also republishes it
+        tf = (self.last_map_to_odom, self.map_frame, self.odom_frame)
+        return PlacedPose(w_T_base, self.child_frame, tf)
 
     def map_points(self, points: np.ndarray) -> np.ndarray | None:
         """Map points of the core's world in the published world; None while that is unknown."""
         if not self.base_mode:
             return points
-        if self._base_T_camera is None:
+        if self._mount is None:
             return None
-        G = self._base_T_camera @ self._optical_T_world
+        G = self._mount @ self._optical_T_world
         return (points.astype(np.float64) @ G[:3, :3].T + G[:3, 3]).astype(np.float32)

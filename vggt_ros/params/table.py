@@ -63,14 +63,20 @@ _NODE = (
     # frames
     _p("map_frame", "map", str, "World frame of poses, paths and the map (the first keyframe)", "frames",
        pattern=r"[A-Za-z0-9_./-]+"),
-    _p("odom_frame", "", str, "If set together with base_frame, TF publishes odom_frame -> base_frame "
-       "(the camera pose composed with the static base_frame -> camera transform from tf2) instead of "
-       "map_frame -> camera", "frames"),
-    _p("base_frame", "", str, "Robot base frame (e.g. base_link) for the odom/map -> base TF; empty: "
-       "publish map_frame -> camera optical frame", "frames"),
+    _p("odom_frame", "odom", str, "Odometry frame (REP 105): TF publishes odom_frame -> base_frame, the "
+       "robot base's pose. Empty together with base_frame: publish map_frame -> camera optical frame "
+       "(refused when another node, e.g. the camera driver, publishes that frame)", "frames"),
+    _p("base_frame", "base_link", str, "Robot base frame whose pose is published; base_frame -> camera is "
+       "looked up from TF at the first frame (a bare camera: the driver's root frame, e.g. camera_link). "
+       "Without such a transform the camera is published as odom_frame -> vggt_camera_optical_frame",
+       "frames"),
     _p("publish_map_to_odom", False, bool, "With odom_frame and base_frame set: publish map_frame -> "
-       "odom_frame (the correction against an external odom -> base TF, looked up at each image stamp) "
-       "instead of odom_frame -> base_frame", "frames"),
+       "odom_frame (the correction against an external odom -> base TF, looked up at each image stamp, "
+       "and republished every map_to_odom_period_s) instead of odom_frame -> base_frame", "frames"),
+    _p("map_to_odom_period_s", 0.05, float, "Period of the map_frame -> odom_frame republication, s",
+       "frames", low=0.0, low_open=True, high=60.0),
+    _p("transform_tolerance_s", 0.1, float, "How far into the future the republished map_frame -> "
+       "odom_frame is stamped (as slam_toolbox and AMCL do), s", "frames", low=0.0, high=10.0),
     _p("camera_frame", "", str, "Override of the camera optical frame id (empty: the image header's "
        "frame_id)", "frames"),
     _p("tf_timeout_s", 0.05, float, "How long a tf2 lookup (base -> camera, odom -> base) may wait, s",

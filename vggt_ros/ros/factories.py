@@ -1,6 +1,6 @@
 """The rclpy pieces the node builds its outputs with: a message factory of rclpy classes, and the
-defaults of its injectable ROS parts (tf2_ros broadcaster and buffer, the generated tracks message),
-which tests replace with stand-ins where PyPI has no wheel."""
+defaults of its injectable ROS parts (the tf2_ros buffer, the generated tracks message), which tests
+replace with stand-ins where PyPI has no wheel."""
 
 from __future__ import annotations
 
@@ -32,23 +32,13 @@ class RclpyMessages:
         return to_rclpy(self.message_class(msg_type), fields)
 
 
-def default_tf_broadcaster(node: Node) -> Any:
-    """A ``tf2_ros.TransformBroadcaster`` (``sendTransform(list[TransformStamped])``)."""
-    try:
-        import tf2_ros
-    except ImportError as exc:
-        raise RuntimeError("publish_tf is true but tf2_ros is not importable: source a ROS 2 install or set "
-                           "publish_tf false") from exc
-    return tf2_ros.TransformBroadcaster(node)
-
-
 def default_tf_buffer(node: Node) -> Any:
-    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` on ``node`` (kept alive on the node)."""
+    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` on ``node`` (kept alive on the node), or
+    None without tf2_ros (then nothing can be looked up: the node says what that costs)."""
     try:
         import tf2_ros
-    except ImportError as exc:
-        raise RuntimeError("odom_frame/base_frame need tf2_ros to look up transforms; it is not importable") \
-            from exc
+    except ImportError:
+        return None
     buffer = tf2_ros.Buffer()
     node._tf_listener = tf2_ros.TransformListener(buffer, node)
     return buffer

@@ -32,6 +32,7 @@ and diagnostics.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -47,6 +48,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import uninstall_signal_handlers
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -54,24 +56,24 @@ from std_srvs.srv import Trigger
 from vggt_ros.core.frame_buffer import Counters
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
-from vggt_ros.core.types import Frame, WindowOutput
+from vggt_ros.core.types import Frame, Predictor, WindowOutput
 from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
-from vggt_ros.messages.poses import transform_msg_to_matrix
+from vggt_ros.messages.poses import transform_msg_to_matrix, transform_stamped_fields
 from vggt_ros.messages.stamps import stamp_ns_of
 from vggt_ros.messages.tracks import KEYPOINT_TRACKS_TYPE
 from vggt_ros.model.factory import build_engine, device_name
 from vggt_ros.outputs.builder import Outgoing, OutputBuilder
 from vggt_ros.outputs.plan import enabled_outputs
-from vggt_ros.outputs.pose_frames import PoseFrames
+from vggt_ros.outputs.pose_frames import FALLBACK_CAMERA_FRAME, PoseFrames
 from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.ros.factories import (
     RclpyMessages,
-    default_tf_broadcaster,
     default_tf_buffer,
     default_tracks_msg_type,
 )
+from vggt_ros.ros.tf_publisher import TfPublisher
 from vggt_ros.runner.depth_pairing import DepthPairing
 from vggt_ros.runner.diagnostics import RateMeter, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
@@ -117,7 +119,7 @@ class VggtNode(Node):
         super().__init__(node_name, parameter_overrides=overrides, **node_kwargs)
         self.runner: StreamRunner | None = None
         try:
-            self._setup(predictor, tf_broadcaster_factory or default_tf_broadcaster,
+            self._setup(predictor, tf_broadcaster_factory or (lambda n: TfPublisher(n, self._tf_refused)),
                         tf_buffer_factory or default_tf_buffer, tracks_msg_type, tracks_publisher_factory)
         except Exception as exc:
             self.get_logger().fatal(f"vggt node cannot start: {exc}")
@@ -137,7 +139,9 @@ class VggtNode(Node):
         if predictor is None and p["predictor"] == "oracle":
             raise ValueError("predictor 'oracle' needs ground truth: pass predictor=OraclePredictor(...) to "
                              "VggtNode (the command-line node can only run 'vggt')")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # camera info
+        self._warn_lock = threading.Lock()
+        self._output_lock = threading.Lock()  # the builder: its path, map and frame state (timers too)
         self._counters = Counters()
         self._warned: dict[str, tuple[float | None, int]] = {}
         self._rate = RateMeter()
@@ -146,8 +150,14 @@ class VggtNode(Node):
         config = pipeline_config_from_params(p)
 
         self._tf_broadcaster = tf_broadcaster_factory(self) if p["publish_tf"] else None
-        self._tf_buffer = tf_buffer_factory(self) \
-            if p["odom_frame"] or p["scale_source"] == "odometry" else None
+        self._tf_buffer = tf_buffer_factory(self) if p["odom_frame"] else None
+        if self._tf_buffer is None and p["publish_map_to_odom"]:
+            raise RuntimeError("publish_map_to_odom needs tf2_ros to look up odom -> base_frame; it is not "
+                               "importable: source a ROS 2 install")
+        if self._tf_buffer is None and p["odom_frame"]:
+            self.get_logger().warning(f"tf2_ros is not importable: {p['base_frame']} -> camera cannot be "
+                                      f"looked up, the camera is published as {p['odom_frame']} -> "
+                                      f"{FALLBACK_CAMERA_FRAME}")
         classes = {}
         tracks_on = p["publish_tracks"] and p["num_track_queries"] > 0
         if tracks_on:
@@ -211,6 +221,8 @@ class VggtNode(Node):
         self.create_timer(p["path_publish_period_s"], self._publish_path, callback_group=timers)
         self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=timers)
+        if p["publish_map_to_odom"] and self._tf_broadcaster is not None:
+            self.create_timer(p["map_to_odom_period_s"], self._republish_map_to_odom, callback_group=timers)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=timers)
         self.create_service(Trigger, "~/save_map", self._on_save_map, callback_group=timers)
 
@@ -235,7 +247,7 @@ class VggtNode(Node):
         so one kind of bad input would hide another)."""
         now = time.monotonic()
         self._counters.add(f"warning_{key}")
-        with self._lock:
+        with self._warn_lock:
             last, suppressed = self._warned.get(key, (None, 0))
             if last is not None and now - last < self.params["log_interval_s"]:
                 self._warned[key] = (last, suppressed + 1)
@@ -315,11 +327,13 @@ class VggtNode(Node):
         if not self.runner.add_frame(frame):
             self._counters.add("rejected_frames")  # reason counted by the pipeline (rejected_<reason>)
 
-    def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
+    def _lookup(self, target: str, source: str, stamp_ns: int, timeout_s: float | None = None
+                ) -> np.ndarray | None:
         """target_T_source at the stamp via tf2, or None (counted, warned)."""
+        timeout_s = self.params["tf_timeout_s"] if timeout_s is None else timeout_s
         try:
             t = self._tf_buffer.lookup_transform(target, source, Time(nanoseconds=int(stamp_ns)),
-                                                 Duration(seconds=float(self.params["tf_timeout_s"])))
+                                                 Duration(seconds=float(timeout_s)))
             return transform_msg_to_matrix(t.transform)
         except Exception as exc:  # tf2 raises several exception types
             self._counters.add("tf_lookup_failures")
@@ -332,8 +346,11 @@ class VggtNode(Node):
         if not output.accepted:
             self._counters.add("windows_not_published")
             return
-        with self._lock:  # the builder's path/map state is shared with the timers
+        with self._output_lock:
             messages = self.builder.window(output)
+            fallback = self.builder.frames.fallback_reason
+        if fallback:
+            self._warn("tf_mount", f"TF: {fallback}")
         for m in messages:
             self._publish(m)
         self._counters.add("frames_published", len(output.frames))
@@ -346,19 +363,39 @@ class VggtNode(Node):
             self._pubs[m.key].publish(m.message)
         self._counters.add(f"{m.key}_published")
 
+    def _tf_refused(self, child: str) -> None:
+        """The TF publisher did not send a transform: another node publishes ``child``."""
+        self._counters.add("tf_refused_foreign_frame")
+        self._warn("tf_foreign", f"TF: not publishing a transform to '{child}': another node (a camera "
+                   "driver?) publishes that frame, and tf2 would cut its tree. Set odom_frame and base_frame "
+                   "(base_frame: the driver's root frame, e.g. camera_link)")
+
+    def _republish_map_to_odom(self) -> None:
+        """The latest map -> odom correction, future-dated by transform_tolerance_s (slam_toolbox,
+        AMCL): consumers can transform up to now although corrections come per window."""
+        with self._output_lock:
+            T = self.builder.frames.last_map_to_odom
+        if T is None:
+            return
+        p = self.params
+        stamp = self.get_clock().now().nanoseconds + int(p["transform_tolerance_s"] * 1e9)
+        msg = self.factory.build("geometry_msgs/msg/TransformStamped",
+                                 transform_stamped_fields(T, stamp, p["map_frame"], p["odom_frame"]))
+        self._tf_broadcaster.sendTransform([msg])
+
     def _publish_path(self) -> None:
-        with self._lock:
+        with self._output_lock:
             m = self.builder.path()
         if m is not None:
             self._publish(m)
 
     def _publish_map(self) -> None:
-        with self._lock:
+        with self._output_lock:
             due = self.builder.map_due()
         if not due:
             return
         points, colors = self.pipeline.map_snapshot()
-        with self._lock:
+        with self._output_lock:
             m = self.builder.map(points, colors)
         if m is not None:
             self._publish(m)
@@ -380,7 +417,7 @@ class VggtNode(Node):
     # ------------------------------------------------------------------ services
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.runner.reset()
-        with self._lock:
+        with self._output_lock:
             self.builder.reset()
         if self._depth_pairing is not None:
             self._depth_pairing.clear()
@@ -417,17 +454,33 @@ class VggtNode(Node):
 
     def destroy_node(self) -> None:
         if self.runner is not None:
-            self.runner.stop()
+            if self.runner.stop():
+                self.get_logger().info("vggt node stopped: threads joined")
+            else:
+                self.get_logger().error("vggt node stopped: the inference or output thread did not end")
         super().destroy_node()
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point (``ros2 run vggt_ros vggt_node``): spin the node on a multi-threaded executor."""
+def _ignore_signals() -> None:
+    """From here on the process is shutting down: a second Ctrl-C (``ros2 launch`` forwards every
+    SIGINT, then escalates to SIGTERM) must not raise inside the threads' join."""
+    uninstall_signal_handlers()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def main(args: Sequence[str] | None = None, predictor: Predictor | None = None) -> int:
+    """Entry point (``ros2 run vggt_ros vggt_node``): spin the node on a multi-threaded executor.
+
+    SIGINT and SIGTERM end it with exit status 0 after the inference and output threads are joined;
+    invalid parameters or an unavailable checkpoint exit with status 2 and the reason on stderr.
+    ``predictor``: a ready predictor (the oracle node), else the VGGT engine of the parameters.
+    """
     rclpy.init(args=args)
     node = None
     try:
         try:
-            node = VggtNode()
+            node = VggtNode(predictor=predictor)
         except (ValueError, RuntimeError) as exc:
             print(f"vggt_node: {exc}", file=sys.stderr)
             return 2
@@ -435,10 +488,13 @@ def main(args: Sequence[str] | None = None) -> int:
         executor.add_node(node)
         try:
             executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
+        except ExternalShutdownException:
             pass
         return 0
+    except KeyboardInterrupt:  # a signal while rclpy's handlers were not installed yet
+        return 0
     finally:
+        _ignore_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -1,0 +1,202 @@
+"""The built node as users run it: its own process, started as the launch file starts it, fed by a
+separate camera process and watched by a separate probe process over real DDS.
+
+Everything runs from the colcon install space (test/colcon_install.py): the ``vggt_node`` executable,
+the shipped ``share/vggt_ros/config/vggt.yaml``, the generated ``vggt_ros/msg/KeypointTracks`` and
+``tf2_msgs/TFMessage`` (the test-only stand-in package when no real one is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from colcon_install import InstallSpaceMissing, environment, install_space
+
+DOMAIN_ID = 230 + os.getpid() % 2  # FastDDS accepts domain ids up to 232; conftest: 100-199, colcon: 200-229
+PROBE = Path(__file__).resolve().parent / "ros_probe.py"
+NODE_UP = "vggt node up"
+DRIVER_CHILDREN = {"camera_color_frame", "camera_color_optical_frame"}  # vggt_ros.ros.sim_camera tree
+TOPICS = {
+    "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage",
+    "/vggt/odometry": "nav_msgs/msg/Odometry", "/vggt/depth/image": "sensor_msgs/msg/Image",
+    "/vggt/depth/confidence": "sensor_msgs/msg/Image", "/vggt/tracks": "vggt_ros/msg/KeypointTracks",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+
+
+@pytest.fixture(scope="module")
+def space():
+    try:
+        return install_space()
+    except InstallSpaceMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture()
+def run(space, tmp_path):
+    r = Run(space, tmp_path)
+    yield r
+    r.close()
+
+
+def wait_for(pred, timeout: float, what) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+
+
+class Run:
+    """The processes of one test, their logs, and their clean-up."""
+
+    def __init__(self, space, tmp_path: Path) -> None:
+        self.space, self.tmp = space, tmp_path
+        self.env = environment(space, DOMAIN_ID, log_dir=str(tmp_path / "ros_log"))
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "w")
+        p = subprocess.Popen(cmd, env=self.env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def node(self, overrides: dict, *, oracle: bool = False, params_file: Path | None = None,
+             namespace: str = "/vggt") -> subprocess.Popen:
+        """The node exactly as launch/vggt.launch.py starts it (its parameters = the params file,
+        then the overrides as a second file; the camera topics remapped)."""
+        ov = self.tmp / "overrides.yaml"
+        ov.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
+        ros = ["--ros-args", "-r", "__node:=vggt_node", "-r", f"__ns:={namespace}",
+               "--params-file", str(params_file or self.space.params_yaml), "--params-file", str(ov),
+               "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+        if oracle:
+            cmd = [sys.executable, "-m", "vggt_ros.ros.oracle_node", *ros]
+        else:
+            cmd = [str(self.space.vggt_node), *ros]
+        p = self.start("node", cmd)
+        wait_for(lambda: NODE_UP in self.log("node") or p.poll() is not None, 120, "the node to start")
+        assert p.poll() is None, self.log("node")
+        return p
+
+    def camera(self, frames: int, rate: float = 30.0, driver_tf: bool = False) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "vggt_ros.ros.sim_camera", "--rate", str(rate), "--frames", str(frames),
+               "--reliable"] + (["--driver-tf"] if driver_tf else [])
+        return self.start("camera", cmd)
+
+    def probe(self, topics: dict[str, str]) -> Path:
+        out = self.tmp / "probe.json"
+        self.start("probe", [sys.executable, str(PROBE), str(out), *(f"{t}={k}" for t, k in topics.items())])
+        wait_for(lambda: Path(str(out) + ".ready").exists(), 60, lambda: self.log("probe"))
+        return out
+
+    def stop(self, name: str, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        p = self.procs[name]
+        if p.poll() is None:
+            p.send_signal(sig)
+        return p.wait(timeout)
+
+    def probe_result(self, out: Path) -> dict:
+        self.stop("probe")
+        return json.loads(out.read_text())
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+
+
+def test_shipped_yaml_applies_under_any_namespace(run, space):
+    """The shipped file's key is /**: a value changed in it reaches the node in /vggt and in
+    /robot1/vggt (a bare `vggt_node:` key would reach neither)."""
+    shipped = yaml.safe_load(space.params_yaml.read_text())
+    assert list(shipped) == ["/**"]
+    assert shipped["/**"]["ros__parameters"]["publish_confidence"] is False
+    shipped["/**"]["ros__parameters"]["publish_confidence"] = True
+    edited = run.tmp / "edited.yaml"
+    edited.write_text(yaml.safe_dump(shipped))
+    for ns in ("/vggt", "/robot1/vggt"):
+        run.node({"predictor": "oracle", "checkpoint": ""}, oracle=True, params_file=edited, namespace=ns)
+        out = subprocess.run(
+            [sys.executable, "-c", "import rclpy, sys, time\n"
+             "from rclpy.node import Node\nrclpy.init()\nn = Node('q')\nend = time.time() + 30\n"
+             "while time.time() < end:\n"
+             "    names = [t for t, _ in n.get_topic_names_and_types()]\n"
+             f"    if '{ns}/depth/confidence' in names: print('confidence'); break\n"
+             "    time.sleep(0.2)\n"],
+            env=run.env, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "confidence", (ns, out.stderr, run.log("node"))
+        assert run.stop("node") == 0
+
+
+def test_oracle_node_process_outputs_and_a_drivers_tf_tree(run):
+    """Oracle node process + camera process with a RealSense-like static tree: every frame comes out,
+    TF goes on the wire, and it never names a frame the driver publishes."""
+    out = run.probe(TOPICS)
+    run.node({"predictor": "oracle", "checkpoint": "", "window_size": 6, "stride": 3,
+              "skip_policy": "keep_all", "num_track_queries": 8}, oracle=True)
+    cam = run.camera(frames=45, driver_tf=True)
+    assert cam.wait(60) == 0
+    wait_for(lambda: "published 45 frames" in run.log("camera"), 10, "camera done")
+    time.sleep(2.0)
+    res = run.probe_result(out)
+    assert run.stop("node") == 0, run.log("node")
+    depth = res["/vggt/depth/image"]
+    assert len(depth) >= 42, (len(depth), run.log("node"))  # every frame but a flush's worth
+    assert len(res["/vggt/tracks"]) >= 10 and all(m["num_tracks"] > 0 for m in res["/vggt/tracks"])
+    driver = {e[1] for m in res["/tf_static"] for e in m["edges"]}
+    assert DRIVER_CHILDREN <= driver
+    ours = [e for m in res["/tf"] for e in m["edges"]]
+    assert len(ours) >= 42
+    assert not {child for _, child, _ in ours} & DRIVER_CHILDREN, ours[:3]
+    odo = res["/vggt/odometry"]
+    assert {(m["frame_id"], m["child_frame_id"]) for m in odo} == {(p, c) for p, c, _ in ours}
+
+
+@pytest.mark.parametrize("signals", [("SIGINT",), ("SIGINT", "SIGINT"), ("SIGTERM",)])
+def test_signals_stop_the_node_cleanly(run, signals):
+    """Ctrl-C, a double Ctrl-C (ros2 launch) and SIGTERM while frames flow: exit 0, no traceback,
+    threads joined."""
+    run.node({"predictor": "oracle", "checkpoint": ""}, oracle=True)
+    run.camera(frames=0)
+    time.sleep(3.0)  # windows in flight
+    p = run.procs["node"]
+    for i, name in enumerate(signals):
+        p.send_signal(getattr(signal, name))
+        if i + 1 < len(signals):
+            time.sleep(0.05)
+    rc = p.wait(30)
+    log = run.log("node")
+    assert rc == 0, log
+    assert "Traceback" not in log, log
+    assert "threads joined" in log, log
+
+
+def test_small_vggt_node_process_publishes_generated_tracks(run):
+    """The built executable with the small random network on the CPU: depth and the generated
+    KeypointTracks message on the wire."""
+    out = run.probe({t: TOPICS[t] for t in ("/vggt/depth/image", "/vggt/tracks")})
+    run.node({"predictor": "vggt", "model_config": "small", "checkpoint": "", "device": "cpu",
+              "window_size": 3, "stride": 1, "num_track_queries": 4, "max_alignment_residual": 1e6,
+              "min_valid_pixels": 3, "target_size": 126, "skip_policy": "keep_all"})
+    run.camera(frames=8, rate=5.0)
+    wait_for(lambda: "published 8 frames" in run.log("camera"), 30, "camera done")
+    time.sleep(5.0)
+    res = run.probe_result(out)
+    assert run.stop("node") == 0, run.log("node")
+    assert len(res["/vggt/depth/image"]) >= 3, run.log("node")
+    assert res["/vggt/tracks"] and res["/vggt/tracks"][0]["num_tracks"] > 0
