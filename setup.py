@@ -58,7 +58,13 @@ setup(
     packages=find_packages(include=["vggt_ros", "vggt_ros.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch==2.13.0",
+        # A lower bound, not a pin: a ROS user's CUDA or Jetson build of torch must not be replaced.
+        # 2.7 is the oldest release with everything the code calls: torch._dynamo.config.recompile_limit
+        # (model/engine.py compile_blocks; renamed from cache_size_limit after 2.6, pytorch#143709) and
+        # torch.compiler.set_stance (2.6); the rest is older (torch.get_autocast_dtype 2.4,
+        # torch.compiler.is_compiling 2.3, Module.compile 2.2, torch.load(mmap=True) 2.1). CI pins the
+        # exact version it tests through constraints/ci.txt (README "Set-up").
+        "torch>=2.7",
         "numpy>=1.26",
         "scipy>=1.11",
         "opencv-python-headless>=4.8",

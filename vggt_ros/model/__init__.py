@@ -3,8 +3,10 @@
 from vggt_ros.model.checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
+    CheckpointUnavailable,
     load_checkpoint,
     read_state_dict,
+    resolve_checkpoint,
 )
 from vggt_ros.model.config import VGGTConfig
 from vggt_ros.model.engine import InferenceEngine, InferenceOutOfMemory
@@ -24,6 +26,8 @@ __all__ = [
     "VGGTConfig",
     "CheckpointError",
     "CheckpointMismatchError",
+    "CheckpointUnavailable",
+    "resolve_checkpoint",
     "InferenceEngine",
     "InferenceOutOfMemory",
     "closed_form_inverse_se3",

@@ -39,6 +39,22 @@ class CheckpointMismatchError(CheckpointError):
     """The state dict's keys or shapes differ from the model's (strict loading)."""
 
 
+class CheckpointUnavailable(CheckpointError, FileNotFoundError):
+    """The weights are not on this machine and cannot be fetched now: a local path that does not exist,
+    or a Hub repo id that is not in the local cache while offline (``HF_HUB_OFFLINE``) or while the Hub
+    cannot be reached. Raised within seconds, before any model is built; the message says how to pass a
+    local file. A ``RuntimeError`` (the node's ``main`` reports it and exits 2) and, for callers of the
+    older API, a ``FileNotFoundError``."""
+
+
+LOCAL_FILE_HINT = ("pass a local weight file instead: checkpoint:=/path/to/model.pt (node or launch file) "
+                   "or --checkpoint /path/to/model.pt (vggt-ros-replay); a .safetensors file or a "
+                   "directory holding model.safetensors / model.pt works too")
+# Seconds to wait for the Hub's answer before a download (HF_HUB_ETAG_TIMEOUT overrides); the probe as a
+# whole, DNS included, is bounded by twice this plus one second. One attempt, no retries.
+DEFAULT_HUB_PROBE_TIMEOUT_S = 5.0
+
+
 def _is_hub_id(source: str) -> bool:
     return bool(_HUB_ID.match(source)) and not source.endswith(WEIGHT_SUFFIXES)
 
@@ -74,7 +90,7 @@ def download_from_hub(repo_id: str, cache_dir: str | Path | None = None, revisio
     for filename in HUB_FILENAMES:
         try:
             path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=local_files_only)
+                                   local_files_only=local_files_only, etag_timeout=hub_probe_timeout())
             return Path(path)
         except Exception as exc:  # noqa: BLE001 - each failure is reported below
             errors.append(f"{filename}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -88,9 +104,98 @@ def download_from_hub(repo_id: str, cache_dir: str | Path | None = None, revisio
         + "\n  ".join(errors))
 
 
+def hub_probe_timeout() -> float:
+    """Timeout of the Hub reachability probe and of ``hf_hub_download``'s metadata request, seconds."""
+    try:
+        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT", DEFAULT_HUB_PROBE_TIMEOUT_S))
+    except ValueError:
+        value = DEFAULT_HUB_PROBE_TIMEOUT_S
+    return value if value > 0 else DEFAULT_HUB_PROBE_TIMEOUT_S
+
+
+def cached_hub_file(repo_id: str, cache_dir: str | Path | None = None,
+                    revision: str | None = None) -> Path | None:
+    """The repo's weight file already in the local Hugging Face cache (file system only), or ``None``."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - listed in setup.py
+        return None
+    if cache_dir is None:
+        cache_dir = _hub_cache_dir()
+    for filename in HUB_FILENAMES:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+def _format_size(n: int | None) -> str:
+    if not n:
+        return "size unknown"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def probe_hub(repo_id: str, revision: str | None = None, timeout: float | None = None
+              ) -> tuple[str | None, int | None]:
+    """One bounded HEAD request for the repo's first weight file: ``(None, size or None)`` when the Hub
+    answered (any HTTP status: gated or missing files are reported by the download itself), else
+    ``(reason, None)``. Never retries; DNS that hangs is cut off by a thread join."""
+    import threading
+
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    timeout = hub_probe_timeout() if timeout is None else timeout
+    url = hf_hub_url(repo_id, HUB_FILENAMES[0], revision=revision)
+    result: dict[str, Any] = {}
+
+    def head() -> None:
+        try:
+            session, headers = get_session(), build_hf_headers()
+            try:  # httpx (huggingface_hub >= 1.0) / requests (older)
+                response = session.head(url, headers=headers, timeout=timeout, follow_redirects=False)
+            except TypeError:
+                response = session.head(url, headers=headers, timeout=timeout, allow_redirects=False)
+            result["response"] = response
+        except Exception as exc:  # noqa: BLE001 - any failure means "not reachable now"
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            result["error"] = f"{type(exc).__name__}: {text}"
+
+    thread = threading.Thread(target=head, name="vggt-hub-probe", daemon=True)
+    thread.start()
+    thread.join(2 * timeout + 1.0)
+    if thread.is_alive():
+        return f"no answer from {url} within {2 * timeout + 1.0:.0f} s", None
+    if "error" in result:
+        return f"{url}: {result['error']}", None
+    response = result["response"]
+    size = None
+    for key in ("x-linked-size", "content-length"):
+        value = response.headers.get(key)
+        if value and value.isdigit() and (key == "x-linked-size" or response.status_code < 300):
+            size = int(value)
+            break
+    return None, size
+
+
+def _unavailable_hub(repo_id: str, cache_dir: str | Path | None, why: str) -> CheckpointUnavailable:
+    return CheckpointUnavailable(
+        f"checkpoint {repo_id!r} (Hugging Face repo id) is not in the local cache "
+        f"({cache_dir or 'default cache'}) and cannot be downloaded now: {why}. Either download it where "
+        f"there is network (huggingface-cli download {repo_id}, same HF_HOME/HF_HUB_CACHE), or "
+        f"{LOCAL_FILE_HINT}")
+
+
 def resolve_checkpoint(source: str | Path, cache_dir: str | Path | None = None,
                        revision: str | None = None) -> Path:
-    """Local weight file for ``source``: a file, a directory holding one, or a Hub repo id."""
+    """Local weight file for ``source``: a file, a directory holding one, or a Hub repo id.
+
+    Cheap when the weights are here or cannot be had: a repo id is looked up in the local Hugging Face
+    cache first (file system only); if it is not cached, ``HF_HUB_OFFLINE`` or a Hub that does not answer
+    one short probe (:func:`probe_hub`, ``HF_HUB_ETAG_TIMEOUT``, default 5 s) raise
+    :class:`CheckpointUnavailable` within seconds, as does a local path that does not exist. Otherwise
+    the download starts (logged with its size) and takes as long as it takes.
+    """
     path = Path(source).expanduser()
     if path.is_file():
         return path
@@ -104,12 +209,28 @@ def resolve_checkpoint(source: str | Path, cache_dir: str | Path | None = None,
         raise CheckpointError(
             f"directory {path} holds no unambiguous checkpoint: expected one of {LOCAL_PREFERENCE}, "
             f"found weight files {[p.name for p in candidates]}")
-    if isinstance(source, str) and _is_hub_id(source) and not path.exists():
-        try:
-            return download_from_hub(source, cache_dir=cache_dir, revision=revision)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}\n(no local file or directory {source!r} exists either)") from exc
-    raise FileNotFoundError(f"checkpoint not found: {source} (not a file, a directory or a Hub repo id)")
+    if not (isinstance(source, str) and _is_hub_id(source) and not path.exists()):
+        raise CheckpointUnavailable(
+            f"checkpoint not found: {source} (not a file, a directory or a Hub repo id such as "
+            f"{NONCOMMERCIAL_REPO}); {LOCAL_FILE_HINT}")
+    if cache_dir is None:
+        cache_dir = _hub_cache_dir()
+    cached = cached_hub_file(source, cache_dir=cache_dir, revision=revision)
+    if cached is not None:
+        logger.info("checkpoint %s: found in the Hugging Face cache: %s", source, cached)
+        return cached
+    if _env_true("HF_HUB_OFFLINE"):
+        raise _unavailable_hub(source, cache_dir, "HF_HUB_OFFLINE is set (offline mode)")
+    why, size = probe_hub(source, revision=revision)
+    if why is not None:
+        raise _unavailable_hub(source, cache_dir, f"the Hub is not reachable ({why})")
+    logger.warning("checkpoint %s is not cached: downloading it from the Hugging Face Hub now (%s) into %s",
+                   source, _format_size(size), cache_dir or "the default cache")
+    try:
+        return download_from_hub(source, cache_dir=cache_dir, revision=revision, local_files_only=False)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}\n(no local file or directory {source!r} exists either; "
+                              f"{LOCAL_FILE_HINT})") from exc
 
 
 def _sniff_format(path: Path) -> str:
@@ -243,7 +364,8 @@ def drop_disabled_heads(state_dict: dict[str, torch.Tensor],
 
 def load_checkpoint(source: str | Path, model: torch.nn.Module | None = None, config: Any = None,
                     map_location: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                    revision: str | None = None, ignore_disabled_heads: bool = True) -> torch.nn.Module:
+                    revision: str | None = None, ignore_disabled_heads: bool = True,
+                    licence_source: str | Path | None = None) -> torch.nn.Module:
     """Strictly load weights from ``source`` into ``model`` (or a new ``VGGT(config)``), in eval mode.
 
     ``source``: a .pt/.pth/.safetensors file, a directory holding model.safetensors / model.pt, or a
@@ -251,7 +373,8 @@ def load_checkpoint(source: str | Path, model: torch.nn.Module | None = None, co
     only when ``model`` is None (default: the 1B layout). Raises :class:`CheckpointMismatchError`
     with a summary when keys or shapes differ, :class:`CheckpointError`/``FileNotFoundError`` otherwise.
     Weights of heads disabled in the model (``None`` attributes) are skipped unless
-    ``ignore_disabled_heads`` is False.
+    ``ignore_disabled_heads`` is False. ``licence_source``: the name the licence notice is about when
+    ``source`` is already a resolved file (default: ``source``).
     """
     state, path = read_state_dict(source, map_location="cpu", cache_dir=cache_dir, revision=revision)
     if model is None:
@@ -276,5 +399,5 @@ def load_checkpoint(source: str | Path, model: torch.nn.Module | None = None, co
     numel = sum(v.numel() for v in state.values())
     logger.info("loaded %d tensors (%.1f M values, %s) from %s", len(state), numel / 1e6,
                 ", ".join(f"{d}: {n}" for d, n in dtypes.items()), path)
-    _licence_notice(source)
+    _licence_notice(source if licence_source is None else licence_source)
     return model

@@ -42,7 +42,9 @@ def build_engine(params: Mapping[str, Any], *, seed: int = 0) -> Any:
     weights for 'small' with an empty checkpoint), on ``device``/``dtype``, preprocessing from the
     pipeline parameters. predictor 'oracle' raises ``ValueError``: the oracle answers from ground
     truth, which only the caller has (construct :class:`vggt_ros.core.oracle.OraclePredictor` and pass
-    it to the node / replay).
+    it to the node / replay). The checkpoint is resolved first (:func:`vggt_ros.model.checkpoint.
+    resolve_checkpoint`): without the weights and without a way to fetch them it raises
+    :class:`~vggt_ros.model.checkpoint.CheckpointUnavailable` within seconds.
     """
     from vggt_ros.params.validation import validate_params
 
@@ -51,16 +53,23 @@ def build_engine(params: Mapping[str, Any], *, seed: int = 0) -> Any:
         raise ValueError("predictor 'oracle' needs ground truth: construct "
                          "vggt_ros.core.oracle.OraclePredictor (e.g. from a bag's GT or a synthetic "
                          "sequence) and pass it in; build_engine only builds the VGGT engine")
+    checkpoint = params["checkpoint"].strip()
+    weights = None
+    if checkpoint:
+        from vggt_ros.model.checkpoint import resolve_checkpoint
+
+        # First, before anything is built: a missing file, or a repo id neither cached nor downloadable
+        # (offline, Hub unreachable), fails within seconds (CheckpointUnavailable, a RuntimeError).
+        weights = resolve_checkpoint(checkpoint)
     from vggt_ros.model import VGGT, VGGTConfig
     from vggt_ros.model.engine import InferenceEngine
 
-    checkpoint = params["checkpoint"].strip()
     config = VGGTConfig(**SMALL_MODEL_CONFIG) if params["model_config"] == "small" else VGGTConfig()
-    if checkpoint:
+    if weights is not None:
         from vggt_ros.model.checkpoint import load_checkpoint
 
-        logger.info("loading VGGT weights from %s", checkpoint)
-        model = load_checkpoint(checkpoint, config=config)
+        logger.info("loading VGGT weights from %s (%s)", weights, checkpoint)
+        model = load_checkpoint(weights, config=config, licence_source=checkpoint)
     else:
         from vggt_ros.model.synthetic_weights import SEED_SMALL, fill_state_dict
 
