@@ -35,7 +35,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,14 +52,11 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from vggt_ros.core.frame_buffer import Counters
+from vggt_ros.core.frame_buffer import Counters, RateLimitedLogger
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, Predictor, WindowOutput
-from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
-from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import transform_msg_to_matrix, transform_stamped_fields
-from vggt_ros.messages.stamps import stamp_ns_of
 from vggt_ros.messages.tracks import KEYPOINT_TRACKS_TYPE
 from vggt_ros.model.factory import build_engine, device_name
 from vggt_ros.outputs.builder import Outgoing, OutputBuilder
@@ -68,17 +64,16 @@ from vggt_ros.outputs.plan import enabled_outputs
 from vggt_ros.outputs.pose_frames import FALLBACK_CAMERA_FRAME, PoseFrames
 from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
+from vggt_ros.ros.camera_input import CameraInput
 from vggt_ros.ros.factories import (
     RclpyMessages,
     default_tf_buffer,
     default_tracks_msg_type,
 )
+from vggt_ros.ros.log_bridge import attach_rcl_logging, detach_rcl_logging
 from vggt_ros.ros.tf_publisher import TfPublisher
-from vggt_ros.runner.depth_pairing import DepthPairing
 from vggt_ros.runner.diagnostics import RateMeter, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
-
-DEFAULT_CAMERA_FRAME = "camera_optical_frame"
 
 
 def read_node_params(node: Node) -> dict[str, Any]:
@@ -118,11 +113,13 @@ class VggtNode(Node):
         overrides += [Parameter(name, value=value) for name, value in (params or {}).items()]
         super().__init__(node_name, parameter_overrides=overrides, **node_kwargs)
         self.runner: StreamRunner | None = None
+        self._log_bridge = None
         try:
             self._setup(predictor, tf_broadcaster_factory or (lambda n: TfPublisher(n, self._tf_refused)),
                         tf_buffer_factory or default_tf_buffer, tracks_msg_type, tracks_publisher_factory)
         except Exception as exc:
             self.get_logger().fatal(f"vggt node cannot start: {exc}")
+            detach_rcl_logging(self._log_bridge)
             Node.destroy_node(self)
             raise
         if start_worker:
@@ -132,6 +129,7 @@ class VggtNode(Node):
                tf_buffer_factory: Callable[[Node], Any], tracks_msg_type: type | None,
                tracks_publisher_factory: Callable[[Node, type, str, Any], Any] | None) -> None:
         self.params = p = read_node_params(self)
+        self._log_bridge = attach_rcl_logging(self)  # the core's Python warnings reach /rosout
         if p["scale_source"] == "odometry" and not (p["odom_frame"] and p["publish_map_to_odom"]):
             raise ValueError("parameter 'scale_source' odometry needs an external odometry on TF: set "
                              "odom_frame, base_frame and publish_map_to_odom true (the camera pose in "
@@ -139,13 +137,10 @@ class VggtNode(Node):
         if predictor is None and p["predictor"] == "oracle":
             raise ValueError("predictor 'oracle' needs ground truth: pass predictor=OraclePredictor(...) to "
                              "VggtNode (the command-line node can only run 'vggt')")
-        self._lock = threading.Lock()  # camera info
-        self._warn_lock = threading.Lock()
         self._output_lock = threading.Lock()  # the builder: its path, map and frame state (timers too)
         self._counters = Counters()
-        self._warned: dict[str, tuple[float | None, int]] = {}
+        self._warnings = RateLimitedLogger(self.get_logger(), p["log_interval_s"])
         self._rate = RateMeter()
-        self._camera_info: tuple[np.ndarray, tuple[int, int]] | None = None
         self._device = "n/a (oracle)" if p["predictor"] == "oracle" else device_name(p["device"])
         config = pipeline_config_from_params(p)
 
@@ -179,7 +174,6 @@ class VggtNode(Node):
             predictor = build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
                                    log=self.get_logger())
-        self._depth_pairing: DepthPairing[Frame] | None = None
         self._create_inputs()
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
             if p["scale_source"] == "none" else "VGGT world units until the metric scale is known"
@@ -207,16 +201,15 @@ class VggtNode(Node):
         p = self.params
         inputs, timers = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         sensor = qos_profile_sensor_data
+        cam = self.camera_input = CameraInput(p, self._counters, self._warn, self._add_frame, self._lookup)
         if p["image_transport"] == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, sensor,
+            self.create_subscription(CompressedImage, "image/compressed", cam.on_image, sensor,
                                      callback_group=inputs)
         else:
-            self.create_subscription(Image, "image", self._on_image, sensor, callback_group=inputs)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, sensor,
-                                 callback_group=inputs)
-        if p["scale_source"] == "depth":
-            self._depth_pairing = DepthPairing(int(p["depth_sync_tolerance_s"] * 1e9))
-            self.create_subscription(Image, "metric_depth", self._on_metric_depth, sensor,
+            self.create_subscription(Image, "image", cam.on_image, sensor, callback_group=inputs)
+        self.create_subscription(CameraInfo, "camera_info", cam.on_camera_info, sensor, callback_group=inputs)
+        if cam.depth_pairing is not None:
+            self.create_subscription(Image, "metric_depth", cam.on_metric_depth, sensor,
                                      callback_group=inputs)
         self.create_timer(p["path_publish_period_s"], self._publish_path, callback_group=timers)
         self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
@@ -243,86 +236,12 @@ class VggtNode(Node):
         return out
 
     def _warn(self, key: str, msg: str) -> None:
-        """Warning rate-limited per key (rclpy's throttle keys on the call site, which is shared here,
-        so one kind of bad input would hide another)."""
-        now = time.monotonic()
+        """Counted warning, rate-limited per key (rclpy's throttle keys on the call site, which is
+        shared here, so one kind of bad input would hide another)."""
         self._counters.add(f"warning_{key}")
-        with self._warn_lock:
-            last, suppressed = self._warned.get(key, (None, 0))
-            if last is not None and now - last < self.params["log_interval_s"]:
-                self._warned[key] = (last, suppressed + 1)
-                return
-            self._warned[key] = (now, 0)
-        suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
-        self.get_logger().warning(msg + suffix)
-
-    def _reject(self, reason: str, what: str, exc: Exception) -> None:
-        self._counters.add("rejected_messages")
-        self._counters.add(f"rejected_{reason}")
-        self._warn(reason, f"{what} rejected: {exc}")
+        self._warnings.warning(key, msg)
 
     # ------------------------------------------------------------------ inputs
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            info = camera_info_msg_to_intrinsics(msg)
-        except ValueError as exc:
-            self._counters.add("rejected_camera_info")
-            self._warn("camera_info", f"camera_info ignored: {exc}")
-            return
-        with self._lock:
-            self._camera_info = info
-        self._counters.add("camera_infos")
-
-    def _on_metric_depth(self, msg: Image) -> None:
-        try:
-            depth = depth_msg_to_array(msg)
-        except ValueError as exc:  # includes UnsupportedEncoding
-            self._counters.add("rejected_metric_depth")
-            self._warn("metric_depth", f"metric depth image rejected: {exc}")
-            return
-        assert self._depth_pairing is not None
-        self._add_paired(self._depth_pairing.add_depth(stamp_ns_of(msg), depth))
-
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        try:
-            rgb = image_msg_to_rgb(msg)
-        except UnsupportedEncoding as exc:
-            self._reject("unsupported_encoding", "image", exc)
-            return
-        except ValueError as exc:
-            self._reject("bad_image", "image", exc)
-            return
-        stamp_ns = stamp_ns_of(msg)
-        frame_id = self.params["camera_frame"] or msg.header.frame_id
-        if not frame_id:
-            frame_id = DEFAULT_CAMERA_FRAME
-            self._warn("frame_id", f"image without header.frame_id: using '{DEFAULT_CAMERA_FRAME}' (set the "
-                       "camera_frame parameter)")
-        with self._lock:
-            info = self._camera_info
-        K = None
-        if info is not None:
-            if info[1] == rgb.shape[:2]:
-                K = info[0]
-            else:
-                self._counters.add("camera_info_size_mismatch")
-                self._warn("camera_info_size", f"camera_info is {info[1]}, image is {rgb.shape[:2]}: "
-                           "intrinsics not used for this frame")
-        frame = Frame(stamp_ns=stamp_ns, image=rgb, frame_id=frame_id, intrinsics=K)
-        if self.params["scale_source"] == "odometry":
-            frame.odometry_pose = self._lookup(self.params["odom_frame"], frame_id, stamp_ns)
-        if self._depth_pairing is not None:
-            self._add_paired(self._depth_pairing.add_image(stamp_ns, frame))
-        else:
-            self._add_frame(frame)
-
-    def _add_paired(self, paired: list) -> None:
-        for pf in paired:
-            pf.item.metric_depth = pf.depth
-            if pf.depth is None:
-                self._counters.add("frames_without_metric_depth")
-            self._add_frame(pf.item)
-
     def _add_frame(self, frame: Frame) -> None:
         if not self.runner.add_frame(frame):
             self._counters.add("rejected_frames")  # reason counted by the pipeline (rejected_<reason>)
@@ -419,8 +338,7 @@ class VggtNode(Node):
         self.runner.reset()
         with self._output_lock:
             self.builder.reset()
-        if self._depth_pairing is not None:
-            self._depth_pairing.clear()
+        self.camera_input.clear()
         self._counters.add("resets")
         response.success = True
         response.message = "pipeline reset: the next frame starts a new world"
@@ -458,6 +376,7 @@ class VggtNode(Node):
                 self.get_logger().info("vggt node stopped: threads joined")
             else:
                 self.get_logger().error("vggt node stopped: the inference or output thread did not end")
+        detach_rcl_logging(self._log_bridge)
         super().destroy_node()
 
 
