@@ -36,7 +36,8 @@ def frame_output(i: int, h: int = 120, w: int = 160) -> FrameOutput:
     T[:3, 3] = [0.01 * i, 0.0, 0.0]
     depth = (1.0 + rng.random((h, w))).astype(np.float32)
     pts = rng.random((2000, 3)).astype(np.float32)
-    return FrameOutput(stamp_ns=10**9 + i * 33_333_333, frame_id="cam", world_T_camera=T, intrinsics=K,
+    return FrameOutput(stamp_ns=10**9 + i * 33_333_333, frame_id="cam", world_T_camera=T,
+                       pose_covariance=np.diag([1e-4] * 3 + [3e-4] * 3), intrinsics=K,
                        image_hw=(h, w), depth=depth, depth_conf=np.ones_like(depth), depth_intrinsics=K,
                        rgb=np.zeros((h, w, 3), np.uint8), points=pts, colors=np.zeros((2000, 3), np.uint8),
                        is_keyframe=False, metric=True)

@@ -69,6 +69,8 @@ class PipelineConfig:
     cloud_stride: int = _d("cloud_stride")
     cloud_max_points: int = _d("cloud_max_points")
     points_source: str = _d("points_source")
+    pose_rot_sigma_deg: float = _d("pose_rot_sigma_deg")
+    pose_trans_sigma_rel: float = _d("pose_trans_sigma_rel")
     # --- world map ----------------------------------------------------------------------------------
     voxel_size: float = _d("voxel_size")
     map_max_points: int = _d("map_max_points")

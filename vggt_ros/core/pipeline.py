@@ -282,6 +282,7 @@ class StreamingPipeline:
         # ---- keyframes, placement and scale samples -------------------------------------------
         t = time.perf_counter()
         keyflags: dict[int, bool] = {}
+        variances: dict[int, tuple[float, float, float]] = {}
         for n, i in enumerate(new_idx):
             f = job.frames[i]
             if job.is_bootstrap and n == 0:
@@ -309,6 +310,8 @@ class StreamingPipeline:
                 t_variance=0.0 if (job.is_bootstrap and i == 0) else new_tvar,
                 scene_depth=median_depth(depth_world[i]),
             )
+            st = self._states[int(f.stamp_ns)]
+            variances[i] = (st.variance, st.t_variance, st.scene_depth)  # later windows fuse the state
             self._buffer.mark_placed(f, is_kf)
             self._last_placed = [*self._last_placed[-1:], int(f.stamp_ns)]
         timings["keyframes"] = time.perf_counter() - t
@@ -317,7 +320,7 @@ class StreamingPipeline:
         for s in [s for s in self._states if s not in keep]:
             del self._states[s]
         return PlacedWindow(
-            job, job.epoch, None, pred, poses, depth_world, masks, keyflags, float(align.scale),
+            job, job.epoch, None, pred, poses, depth_world, masks, keyflags, variances, float(align.scale),
             float(self._scale.scale), bool(self._scale.is_metric), float(align.residual), tracks, timings)
 
     def _emit_locked(self, placed: PlacedWindow) -> WindowOutput:
@@ -334,7 +337,7 @@ class StreamingPipeline:
         frames_out = [self._outputs.frame_output(job.frames[i], pred, i, placed.poses[i], depth_world[i],
                                                  self._outputs.output_mask(pred, depth_world, masks, i),
                                                  placed.keyflags[i], placed.window_scale, metres_per_unit,
-                                                 placed.is_metric)
+                                                 placed.is_metric, placed.pose_variances[i])
                       for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()

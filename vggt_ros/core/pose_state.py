@@ -89,6 +89,31 @@ def fuse_context_poses(states: Mapping[int, PlacedState], job: WindowJob, refs: 
         st.t_variance = st.t_variance * tvar_obs / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
 
 
+def pose_covariance(variance: float, t_variance: float, scene_depth: float, metres_per_unit: float,
+                    rot_sigma_deg: float, trans_sigma_rel: float) -> np.ndarray:
+    """6x6 covariance (x, y, z, roll, pitch, yaw; row-major as ``nav_msgs/Odometry`` wants) of a placed
+    frame's pose from its :class:`PlacedState` variances.
+
+    Position: ``t_variance`` (world units^2 in units where one window's per-frame noise std is the
+    scene depth) times ``trans_sigma_rel^2`` (the per-frame noise as a fraction of the scene depth)
+    times ``metres_per_unit^2``: metres^2 when the scale is metric, world units^2 when it is not
+    (``scale_source: none``: the first window's units, scale unknown). Rotation: ``variance`` (units of
+    one window's per-frame noise) times ``radians(rot_sigma_deg)^2``, rad^2. Neither sigma is measured
+    by the network: both are priors (parameters ``pose_trans_sigma_rel``, ``pose_rot_sigma_deg``);
+    the variances are structural (how many context frames and windows fused the pose, the scene
+    depth), not a function of the prediction's actual error.
+
+    Each block is isotropic, so the matrix is the same in every frame the pose may be published in
+    (a rotation R leaves s*I unchanged: R s I R^T = s I); the cross terms are zero (the core keeps no
+    correlation of position and rotation). Both variances are floored at ``MIN_VARIANCE`` noise units
+    (the world's first frame is exact, variance 0) so the matrix is positive-definite.
+    """
+    d = scene_depth if np.isfinite(scene_depth) and scene_depth > 0 else 1.0
+    t_var = max(float(t_variance), MIN_VARIANCE * d * d) * (trans_sigma_rel * metres_per_unit) ** 2
+    r_var = max(float(variance), MIN_VARIANCE) * np.radians(rot_sigma_deg) ** 2
+    return np.diag([t_var] * 3 + [r_var] * 3).astype(np.float64)
+
+
 def anchor_sees_newest(st: PlacedState, last: PlacedState, prev: PlacedState, num_new: int,
                        thr: float) -> bool:
     """Whether keyframe state ``st`` sees ``thr`` of the newest of ``num_new`` new frames, whose pose is

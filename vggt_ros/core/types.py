@@ -85,6 +85,10 @@ class FrameOutput:
     """Everything published for one processed frame.
 
     world_T_camera: 4x4 float64 pose of the camera optical frame in the world frame.
+    pose_covariance: 6x6 float64 covariance of that pose (x, y, z, roll, pitch, yaw, row-major as
+    ``nav_msgs/Odometry``), metres^2 and rad^2 when ``metric`` else world units^2 and rad^2; isotropic
+    per block, so it holds in any frame the pose is re-expressed in
+    (:func:`vggt_ros.core.pose_state.pose_covariance`).
     intrinsics: 3x3 at the camera's own resolution ``image_hw``.
     depth: [hd, wd] float32 z-depth (metres when ``metric`` else VGGT/world units), NaN = invalid;
     depth_conf: [hd, wd]; depth_intrinsics: 3x3 for the depth resolution; rgb: [hd, wd, 3] uint8.
@@ -94,6 +98,7 @@ class FrameOutput:
     stamp_ns: int
     frame_id: str
     world_T_camera: np.ndarray
+    pose_covariance: np.ndarray
     intrinsics: np.ndarray
     image_hw: tuple[int, int]
     depth: np.ndarray

@@ -6,15 +6,25 @@ replay writes is what the node publishes. The Path is accumulating: each pose is
 and kept (at most ``path_max_poses``, :mod:`vggt_ros.outputs.path_cdr`), so a Path message costs a
 memory copy, not a rebuild of every pose; it is published every ``path_publish_period_s`` when it
 has new poses, as serialised bytes.
+
+Odometry (REP 105, ``nav_msgs/Odometry``): the published pose of the child frame in the published
+world, its covariance (:attr:`FrameOutput.pose_covariance <vggt_ros.core.types.FrameOutput>`: isotropic
+per block, so the same in the published world as in the core's, base mode included; the position
+error that a rotation error causes through the base <- camera lever arm is not added), and the twist
+of the child frame in the child frame from the previous published pose of the same child
+(:func:`body_twist`). A child's first message, or one whose stamp does not follow its previous one,
+carries zero twist with ``FIRST_TWIST_VARIANCE`` on the covariance diagonal, so fusers ignore it.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from vggt_ros.core.types import WindowOutput
 from vggt_ros.messages.camera_info import camera_info_fields
@@ -27,6 +37,34 @@ from vggt_ros.outputs.path_cdr import PathCdr
 from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, enabled_outputs
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.runner.diagnostics import DiagnosticsReport
+
+FIRST_TWIST_VARIANCE = 1e3  # twist covariance diagonal of a message without a previous pose (unknown)
+MAX_TWIST_CHILDREN = 64  # child frames whose previous pose is kept for the twist (oldest forgotten)
+
+
+def body_twist(T0: np.ndarray, T1: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """(linear, angular) velocity of the moving frame in its own frame, from its poses ``T0`` then
+    ``T1`` (4x4, in one fixed frame) ``dt`` seconds apart: the SE(3) log of ``T0^-1 T1`` over ``dt``,
+    exact for a constant body twist (the twist of ``nav_msgs/Odometry``, in ``child_frame_id``)."""
+    rel = np.linalg.solve(T0, T1)
+    phi = Rotation.from_matrix(rel[:3, :3]).as_rotvec()
+    th = float(np.linalg.norm(phi))
+    if th < 1e-4:
+        b, c = 0.5 - th * th / 24.0, 1.0 / 6.0 - th * th / 120.0
+    else:
+        b, c = (1.0 - np.cos(th)) / th**2, (th - np.sin(th)) / th**3
+    P = np.array([[0.0, -phi[2], phi[1]], [phi[2], 0.0, -phi[0]], [-phi[1], phi[0], 0.0]])
+    V = np.eye(3) + b * P + c * P @ P
+    return np.linalg.solve(V, rel[:3, 3]) / dt, phi / dt
+
+
+def twist_covariance(R1: np.ndarray, cov0: np.ndarray, cov1: np.ndarray, dt: float) -> np.ndarray:
+    """Covariance of :func:`body_twist` from the two poses' covariances (in the fixed frame; errors
+    taken as independent, which is conservative for frames of one window), rotated into the moving
+    frame at ``T1`` (rotation ``R1``), over ``dt^2``."""
+    Rb = np.zeros((6, 6))
+    Rb[:3, :3] = Rb[3:, 3:] = R1.T
+    return Rb @ (np.asarray(cov0, np.float64) + np.asarray(cov1, np.float64)) @ Rb.T / (dt * dt)
 
 
 class MessageFactory(Protocol):
@@ -57,6 +95,8 @@ class OutputBuilder:
         self._path_new = False
         self._newest_stamp: int | None = None
         self._map_new = False
+        # child frame -> (stamp ns, published pose, its covariance) of its last odometry message
+        self._last_pose: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
 
     def _msg(self, key: str, fields: Mapping[str, Any], stamp_ns: int) -> Outgoing:
         return Outgoing(key, self.factory.build(OUTPUTS_BY_KEY[key].msg_type, fields), int(stamp_ns))
@@ -71,6 +111,23 @@ class OutputBuilder:
         self._path.clear()
         self._path_new = self._map_new = False
         self._newest_stamp = None
+        self._last_pose.clear()
+
+    def _odometry(self, pose: np.ndarray, cov: np.ndarray, stamp_ns: int, child: str) -> dict[str, Any]:
+        """Odometry fields of ``pose`` (published world -> ``child``) with its covariance and the twist
+        since the child's previous message (none: zero twist, ``FIRST_TWIST_VARIANCE``)."""
+        prev = self._last_pose.pop(child, None)
+        self._last_pose[child] = (stamp_ns, pose, cov)
+        while len(self._last_pose) > MAX_TWIST_CHILDREN:
+            self._last_pose.popitem(last=False)
+        if prev is None or stamp_ns <= prev[0]:
+            lin, ang = np.zeros(3), np.zeros(3)
+            tcov = np.eye(6) * FIRST_TWIST_VARIANCE
+        else:
+            dt = (stamp_ns - prev[0]) * 1e-9
+            lin, ang = body_twist(prev[1], pose, dt)
+            tcov = twist_covariance(pose[:3, :3], prev[2], cov, dt)
+        return odometry_fields(pose, stamp_ns, self.frames.world_frame, child, cov, lin, ang, tcov)
 
     # ------------------------------------------------------------------ per window
     def window(self, output: WindowOutput) -> list[Outgoing]:
@@ -83,14 +140,13 @@ class OutputBuilder:
             s, cam = int(fo.stamp_ns), fo.frame_id
             placed = self.frames.place(fo.world_T_camera, cam, s)
             if placed is not None:
-                world = self.frames.world_frame
                 if "tf" in on and placed.tf is not None:
                     T, parent, child = placed.tf
                     tf = self.factory.build("geometry_msgs/msg/TransformStamped",
                                             transform_stamped_fields(T, s, parent, child))
                     out.append(Outgoing("tf", [tf], s))
                 if "odometry" in on:
-                    odom = odometry_fields(placed.pose, s, world, placed.child_frame)
+                    odom = self._odometry(placed.pose, fo.pose_covariance, s, placed.child_frame)
                     out.append(self._msg("odometry", odom, s))
                 if "path" in on:
                     self._path.add(placed.pose, s)
