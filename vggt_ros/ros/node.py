@@ -69,7 +69,7 @@ from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.runner.depth_pairing import DepthPairing
-from vggt_ros.runner.diagnostics import RateMeter, diagnostics_report
+from vggt_ros.runner.diagnostics import RateMeter, StreamHealth, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
@@ -214,7 +214,7 @@ class VggtNode(Node):
         if predictor is None:
             predictor = build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
-                                   log=self.get_logger())
+                                   log=self.get_logger(), health=StreamHealth.from_params(p))
         self._depth_pairing: DepthPairing[Frame] | None = None
         self._create_inputs()
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
