@@ -50,6 +50,7 @@ from vggt_ros.params.table import defaults
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.params.yaml_file import load_params_yaml
 from vggt_ros.runner.diagnostics import diagnostics_report
+from vggt_ros.runner.health import STAMP_CLOCK, StreamHealth
 from vggt_ros.runner.stream_runner import StreamRunner
 
 logger = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ def replay_bag(
 
         def make_runner() -> StreamRunner:
             return StreamRunner(pipe, _make_predictor(opts, growing), on_output,
-                                overlap_outputs=params["overlap_outputs"], log=logger)
+                                overlap_outputs=params["overlap_outputs"], log=logger,
+                                health=StreamHealth.from_params(params, clock=STAMP_CLOCK))  # bag clock
 
         def frames() -> Iterator[Frame]:
             nonlocal oracle_skipped

@@ -120,6 +120,13 @@ _NODE = (
        low=0.0, low_open=True, high=3600.0),
     _p("diagnostics_period_s", 1.0, float, "Period of the diagnostics publication, s", "publish",
        low=0.0, low_open=True, high=3600.0),
+    _p("diagnostics_window_s", 10.0, float, "Sliding window of the diagnostics level, s: the level "
+       "(OK/WARN/ERROR/STALE) and the windowed rates and ratios come from the last diagnostics_window_s "
+       "seconds only, so an old event does not latch a level; STALE when no input arrived within it. "
+       "The bag replay measures it on the bag's clock", "publish", low=0.0, low_open=True, high=3600.0),
+    _p("diagnostics_max_latency_s", 2.0, float, "Diagnostics WARN when the median window latency "
+       "(inference to outputs built) over diagnostics_window_s exceeds this, s (hardware dependent)",
+       "publish", low=0.0, low_open=True, high=3600.0),
     _p("map_save_path", "vggt_map.ply", str, "Where the ~/save_map service writes the map (PLY; "
        "'~' expanded, relative paths from the node's working directory). Change it at run time with "
        "ros2 param set", "publish"),

@@ -72,7 +72,7 @@ from vggt_ros.ros.factories import (
 )
 from vggt_ros.ros.log_bridge import attach_rcl_logging, detach_rcl_logging
 from vggt_ros.ros.tf_publisher import TfPublisher
-from vggt_ros.runner.diagnostics import RateMeter, diagnostics_report
+from vggt_ros.runner.diagnostics import RateMeter, StreamHealth, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
 
 
@@ -173,7 +173,7 @@ class VggtNode(Node):
         if predictor is None:
             predictor = build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
-                                   log=self.get_logger())
+                                   log=self.get_logger(), health=StreamHealth.from_params(p))
         self._create_inputs()
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
             if p["scale_source"] == "none" else "VGGT world units until the metric scale is known"

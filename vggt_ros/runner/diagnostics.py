@@ -4,6 +4,10 @@ Why here: the node publishes it on ``/diagnostics`` and the replay writes it int
 second builder would drift in keys and levels. Values come from the pipeline's counters, the
 runner's (out-of-memory, worker errors, latency) and the caller's message counters (``rejected_*``
 for messages that never became frames, ``frames_published``, ``tf_lookup_failures``).
+
+The level and its reasons come from the runner's :class:`~vggt_ros.runner.health.StreamHealth`: the
+last ``diagnostics_window_s`` seconds only, so no old event latches a level (see ``health`` for the
+levels and thresholds). The cumulative counters stay in the values.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.core.pipeline import StreamingPipeline
+from vggt_ros.runner.health import ERROR, OK, STALE, WARN, StreamHealth
 from vggt_ros.runner.stream_runner import StreamRunner
 
-OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
+__all__ = ["ERROR", "OK", "STALE", "WARN", "DiagnosticsReport", "RateMeter", "StreamHealth",
+           "diagnostics_report", "process_peak_rss_mb"]
 
 
 class RateMeter:
@@ -61,9 +67,20 @@ def process_peak_rss_mb() -> float:
 
 
 def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counters: Mapping[str, int], *,
-                       output_rate_hz: float, device: str, scale_source: str) -> DiagnosticsReport:
-    """What the stream reports now; WARN with the reasons when something was lost or failed."""
+                       output_rate_hz: float | None = None, device: str, scale_source: str,
+                       now: float | None = None) -> DiagnosticsReport:
+    """What the stream reports now: cumulative values, windowed values, and the level of the last
+    ``runner.health.window_s`` seconds with its reasons.
+
+    output_rate_hz: the caller's own output rate (node: frames published per wall second; replay:
+    frames per wall second of processing), reported as ``output_rate_wall_hz``; ``output_rate_hz`` is
+    the windowed rate on the health's clock. now: the health's clock unless given.
+    """
     c = pipeline.counters()
+    health = runner.health
+    health.observe_totals(now, skipped=c.get("skipped", 0) + c.get("dropped_queue_full", 0),
+                          rejected_messages=counters.get("rejected_messages", 0))
+    status = health.evaluate(now, lag_frames=pipeline.config.window_size)
     r = runner.stats()
     lat = runner.latencies()
     metric = pipeline.is_metric
@@ -80,7 +97,7 @@ def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counte
         "frames_published": counters.get("frames_published", 0),
         "inference_latency_s": lat[-1] if lat else float("nan"),
         "inference_latency_mean_s": float(np.mean(lat)) if lat else float("nan"),
-        "output_rate_hz": float(output_rate_hz),
+        "output_rate_hz": status.values["output_rate_hz"],
         "metric": metric,
         "scale_source": scale_source,
         "scale_m_per_unit": pipeline.scale,
@@ -92,7 +109,10 @@ def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counte
         "tf_lookup_failures": counters.get("tf_lookup_failures", 0),
         "device": device,
         "process_peak_rss_mb": process_peak_rss_mb(),
+        **status.values,
     }
+    if output_rate_hz is not None:
+        values["output_rate_wall_hz"] = float(output_rate_hz)
     for k, v in sorted(c.items()):
         if k.startswith("rejected_"):
             values[f"frames_{k}"] = v
@@ -103,14 +123,5 @@ def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counte
     if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
         values["gpu_memory_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
         values["gpu_memory_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    problems = []
-    if values["oom_events"]:
-        problems.append(f"{values['oom_events']} out-of-memory events")
-    if values["messages_rejected"] or values["frames_rejected"]:
-        problems.append(f"{values['messages_rejected']} messages / {values['frames_rejected']} frames "
-                        "rejected")
-    if r.get("worker_errors", 0):
-        problems.append(f"{r['worker_errors']} worker errors")
     units = "metric" if metric else "not metric (VGGT world units)"
-    message = f"{units}; " + ("; ".join(problems) if problems else "ok")
-    return DiagnosticsReport(values, WARN if problems else OK, message)
+    return DiagnosticsReport(values, status.level, f"{units}; {status.message}")

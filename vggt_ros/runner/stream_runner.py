@@ -32,6 +32,7 @@ from vggt_ros.core.frame_buffer import Counters
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, Predictor, WindowOutput
 from vggt_ros.core.window_types import PlacedWindow, WindowJob
+from vggt_ros.runner.health import StreamHealth
 from vggt_ros.runner.oom import oom_exception_types, trim_job
 
 logger = logging.getLogger(__name__)
@@ -47,16 +48,19 @@ class StreamRunner:
 
     log: anything with ``info``/``warning``/``error`` taking one string (a ``logging.Logger`` or the
     node's rcl logger), so the runner's messages reach the node's log.
+    health: where the runner records the stream's recent events for the diagnostics level (frames
+    added, windows emitted, out-of-memory, worker errors); a wall-clock one with the defaults if None.
     """
 
     def __init__(self, pipeline: StreamingPipeline, predictor: Predictor, on_output: OutputCallback, *,
-                 overlap_outputs: bool = True, log: Any = None) -> None:
+                 overlap_outputs: bool = True, log: Any = None, health: StreamHealth | None = None) -> None:
         self.pipeline = pipeline
         self.predictor = predictor
         self._on_output = on_output
         self._overlap = bool(overlap_outputs)
         self._log = log if log is not None else logger
         self._stats = Counters()
+        self.health = health if health is not None else StreamHealth()
         self._latencies: deque[float] = deque(maxlen=50)
         self._max_window_frames = int(pipeline.config.window_size)
         self._oom_types = oom_exception_types()
@@ -95,6 +99,7 @@ class StreamRunner:
     def add_frame(self, frame: Frame) -> bool:
         """Queue a frame (thread-safe, cheap); False if the pipeline rejected it (counted there)."""
         accepted = self.pipeline.add_frame(frame)
+        self.health.frame_received(frame.stamp_ns, accepted)
         if accepted:  # the engine preprocesses it now, in its own thread (non-blocking)
             self.predictor.prefetch([frame.image], [frame.stamp_ns])
         self._wake.set()
@@ -165,7 +170,7 @@ class StreamRunner:
             try:
                 job = self.pipeline.next_window()
             except Exception as exc:  # never let the worker die silently
-                self._stats.add("worker_errors")
+                self._count("worker_errors")
                 self._log.error(f"next_window failed: {exc!r}")
                 job = None
             if job is None:
@@ -176,7 +181,7 @@ class StreamRunner:
             try:
                 self._run_job(job, serial=False)
             except Exception as exc:
-                self._stats.add("worker_errors")
+                self._count("worker_errors")
                 self._log.error(f"window {job.window_index} failed: {exc!r}")
             finally:
                 self._busy = False
@@ -193,7 +198,7 @@ class StreamRunner:
             try:
                 self._emit(placed, t0)
             except Exception as exc:  # never let the output thread die silently
-                self._stats.add("worker_errors")
+                self._count("worker_errors")
                 self._log.error(f"window {placed.job.window_index} outputs failed: {exc!r}")
             finally:
                 self._placed.task_done()
@@ -207,7 +212,7 @@ class StreamRunner:
         while prediction is None:
             job, dropped = trim_job(job, self._max_window_frames)
             if dropped:
-                self._stats.add("frames_dropped_oom", dropped)
+                self._count("frames_dropped_oom", dropped)
             try:
                 prediction = self.predictor.predict(job.images, job.query_points, job.frame_keys)
             except self._oom_types as exc:
@@ -226,17 +231,18 @@ class StreamRunner:
                 return
             except queue.Full:
                 if not self.has_output_thread:
-                    self._stats.add("worker_errors")
+                    self._count("worker_errors")
                     self._log.error("output thread is not running: window emitted on the worker")
                     self._emit(placed, t0)
                     return
 
     def _shrink_after_oom(self, job: WindowJob, exc: BaseException) -> bool:
         """Count an out-of-memory error and shrink the windows; False when the window is dropped."""
-        self._stats.add("oom_events")
+        self._count("oom_events")
         n = len(job.frames)
         if n <= 2:
-            self._stats.add("frames_dropped_oom", sum(job.new_mask))
+            self._count("frames_dropped_oom", sum(job.new_mask))
+            self.health.add("windows_dropped_oom")
             self._log.error(f"out of memory even with a 2-frame window ({exc}); window {job.window_index} "
                             "dropped")
             return False
@@ -249,8 +255,14 @@ class StreamRunner:
         output = self.pipeline.emit(placed)
         latency = time.perf_counter() - t0
         self._latencies.append(latency)
+        self.health.window_done(output.accepted, len(output.frames), latency, output.rejection_reason)
         self._stats.add("windows_emitted")
         self._on_output(output, latency)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        """A runner counter (stats) that is also a health event (oom, dropped frames, worker errors)."""
+        self._stats.add(key, n)
+        self.health.add(key, n)
 
     def _warm_up(self, job: WindowJob) -> None:
         """Once, before the first window: let a compiled engine compile every window shape of the
