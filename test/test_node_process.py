@@ -143,12 +143,16 @@ def test_shipped_yaml_applies_under_any_namespace(run, space):
         assert run.stop("node") == 0
 
 
-def test_oracle_node_process_outputs_and_a_drivers_tf_tree(run):
+@pytest.mark.parametrize("frames", ["default", "camera_mode"])
+def test_oracle_node_process_outputs_and_a_drivers_tf_tree(run, frames):
     """Oracle node process + camera process with a RealSense-like static tree: every frame comes out,
-    TF goes on the wire, and it never names a frame the driver publishes."""
+    TF goes on the wire, and it never names a frame the driver publishes: by default (odom -> base,
+    here without a mount in TF: our own camera frame), and in camera mode, where map -> the image's
+    frame would cut the driver's tree (refused, counted, logged)."""
     out = run.probe(TOPICS)
+    mode = {} if frames == "default" else {"odom_frame": "", "base_frame": ""}
     run.node({"predictor": "oracle", "checkpoint": "", "window_size": 6, "stride": 3,
-              "skip_policy": "keep_all", "num_track_queries": 8}, oracle=True)
+              "skip_policy": "keep_all", "num_track_queries": 8, **mode}, oracle=True)
     cam = run.camera(frames=45, driver_tf=True)
     assert cam.wait(60) == 0
     wait_for(lambda: "published 45 frames" in run.log("camera"), 10, "camera done")
@@ -156,15 +160,24 @@ def test_oracle_node_process_outputs_and_a_drivers_tf_tree(run):
     res = run.probe_result(out)
     assert run.stop("node") == 0, run.log("node")
     depth = res["/vggt/depth/image"]
-    assert len(depth) >= 42, (len(depth), run.log("node"))  # every frame but a flush's worth
-    assert len(res["/vggt/tracks"]) >= 10 and all(m["num_tracks"] > 0 for m in res["/vggt/tracks"])
+    # the image subscription is best effort (sensor-data QoS): a few frames may be lost on the way
+    diag = res["/diagnostics"][-1]["values"][0]
+    received, pending = int(diag["frames_received"]), int(diag["queue_depth"])
+    assert received >= 36, (received, run.log("node"))
+    assert len(depth) == int(diag["frames_published"]) >= received - 3 - pending  # all but a window's rest
+    assert len(res["/vggt/tracks"]) >= 8 and all(m["num_tracks"] > 0 for m in res["/vggt/tracks"])
     driver = {e[1] for m in res["/tf_static"] for e in m["edges"]}
     assert DRIVER_CHILDREN <= driver
     ours = [e for m in res["/tf"] for e in m["edges"]]
-    assert len(ours) >= 42
     assert not {child for _, child, _ in ours} & DRIVER_CHILDREN, ours[:3]
     odo = res["/vggt/odometry"]
-    assert {(m["frame_id"], m["child_frame_id"]) for m in odo} == {(p, c) for p, c, _ in ours}
+    if frames == "default":
+        assert len(ours) == len(depth)
+        assert {(p, c) for p, c, _ in ours} == {("odom", "vggt_camera_optical_frame")}
+        assert {(m["frame_id"], m["child_frame_id"]) for m in odo} == {(p, c) for p, c, _ in ours}
+    else:
+        assert ours == [] and len(odo) == len(depth)  # poses still on odometry
+        assert "not publishing a transform to 'camera_color_optical_frame'" in run.log("node")
 
 
 @pytest.mark.parametrize("signals", [("SIGINT",), ("SIGINT", "SIGINT"), ("SIGTERM",)])

@@ -50,6 +50,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--info-topic", default="/camera/camera_info")
     ap.add_argument("--frame-id", default=OPTICAL_FRAME)
     ap.add_argument("--driver-tf", action="store_true", help="publish the driver's static tree on /tf_static")
+    ap.add_argument("--wait-subscriber", type=float, default=10.0, metavar="S",
+                    help="wait up to S seconds for a subscriber of the image topic before publishing")
     ap.add_argument("--reliable", action="store_true",
                     help="reliable QoS, depth 100 (tests that count frames); default: sensor data")
     return ap
@@ -87,9 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=ros_args or None)
     node = SimCamera(args)
     period = node.orbit.period_ns
-    stamp = node.orbit.first_stamp()
     sent = 0
     try:
+        end = time.monotonic() + args.wait_subscriber
+        while node.image_pub.get_subscription_count() == 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.2 if node.image_pub.get_subscription_count() else 0.0)  # let discovery settle
+        stamp = node.orbit.first_stamp()
         while rclpy.ok() and (args.frames <= 0 or sent < args.frames):
             delay = (stamp - time.time_ns()) / 1e9
             if delay > 0:
