@@ -213,3 +213,29 @@ def test_a_failing_window_is_counted_and_the_threaded_runner_goes_on(seq):
                         predictor=FailOnce(OraclePredictor(seq, target_size=TARGET)))
     assert runner.stats()["worker_errors"] == 1
     assert len(outs) >= 2 and outs[-1].frames[-1].stamp_ns == int(seq.stamps_ns[-1])
+
+
+def test_stamps_jumping_back_start_a_new_world_and_small_reorders_are_rejected(seq):
+    resets: list[int] = []
+    outs: list = []
+    pred = OraclePredictor(seq, target_size=TARGET)
+    runner = StreamRunner(_pipeline(), pred, lambda o, lat: outs.append(o), time_jump_s=1.0,
+                          on_reset=lambda: resets.append(1))
+    frames = seq.to_frames()  # 14 frames at 10 Hz: 1.3 s
+    for f in frames:
+        runner.add_frame(f)
+        runner.run_ready()
+    late = frames[5]  # 0.8 s back: a reorder, rejected as out of order, no reset
+    runner.add_frame(late)
+    assert runner.pipeline.counters()["rejected_out_of_order"] == 1 and not resets
+    for f in frames[:6]:  # the bag again from its start: 1.3 s back
+        runner.add_frame(f)
+        runner.run_ready()
+    assert runner.stats()["time_jump_resets"] == 1 and resets == [1]
+    assert runner.pipeline.counters()["resets"] == 1
+    assert outs[-1].accepted and [f.stamp_ns for f in outs[-1].frames] == [int(s) for s in seq.stamps_ns[:6]]
+    never = StreamRunner(_pipeline(), pred, lambda o, lat: None)  # time_jump_s 0: never
+    for f in [*frames, *frames[:6]]:
+        never.add_frame(f)
+    assert never.stats().get("time_jump_resets", 0) == 0
+    assert never.pipeline.counters()["rejected_out_of_order"] == 6

@@ -306,7 +306,8 @@ def replay_bag(
         def make_runner() -> StreamRunner:
             return StreamRunner(pipe, _make_predictor(opts, growing), on_output,
                                 overlap_outputs=params["overlap_outputs"], log=logger,
-                                health=StreamHealth.from_params(params, clock=STAMP_CLOCK))  # bag clock
+                                health=StreamHealth.from_params(params, clock=STAMP_CLOCK),  # bag clock
+                                time_jump_s=params["time_jump_reset_s"], on_reset=builder.reset)
 
         def frames() -> Iterator[Frame]:
             nonlocal oracle_skipped
@@ -345,6 +346,10 @@ def replay_bag(
                         gt_depth.pop(fr.stamp_ns)
             if runner is not None:
                 runner.finish()
+                jumps = runner.stats().get("time_jump_resets", 0)
+                if jumps:
+                    warnings.append(f"{jumps} jumps back in the image stamps (over time_jump_reset_s): the "
+                                    "world restarted each time; trajectory metrics span several worlds")
                 worker_errors = runner.stats().get("worker_errors", 0)
                 if worker_errors:
                     warnings.append(f"{worker_errors} windows failed in the runner (see the log)")

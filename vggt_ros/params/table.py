@@ -87,6 +87,9 @@ _NODE = (
     _p("depth_sync_tolerance_s", 0.02, float, "Most stamp difference between a colour image and the "
        "metric depth image paired with it (the nearest within this); images without one go on without "
        "depth (counted)", "topics", low=0.0, high=1.0),
+    _p("time_jump_reset_s", 1.0, float, "Image stamps going back by more than this (a bag played in a "
+       "loop with use_sim_time, a restarted clock) reset the pipeline automatically (counted, logged); "
+       "smaller reorders are rejected frame by frame. 0: never reset, s", "topics", low=0.0, high=3600.0),
     _p("qos_depth", 10, int, "History depth of the publishers and the camera_info subscription (the "
        "image subscription uses the sensor-data QoS profile)", "topics", low=1, high=1000),
     _p("path_max_poses", 10000, int, "Most poses kept in the published nav_msgs/Path (oldest dropped; "

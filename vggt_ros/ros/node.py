@@ -173,7 +173,8 @@ class VggtNode(Node):
         if predictor is None:
             predictor = build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
-                                   log=self.get_logger(), health=StreamHealth.from_params(p))
+                                   log=self.get_logger(), health=StreamHealth.from_params(p),
+                                   time_jump_s=p["time_jump_reset_s"], on_reset=self._reset_outputs)
         self._create_inputs()
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
             if p["scale_source"] == "none" else "VGGT world units until the metric scale is known"
@@ -334,11 +335,15 @@ class VggtNode(Node):
             self._publish(m)
 
     # ------------------------------------------------------------------ services
-    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.runner.reset()
+    def _reset_outputs(self) -> None:
+        """The runner's reset hook (the service, or stamps jumping back): the old world's path, map
+        schedule, TF mount and waiting depth images go too."""
         with self._output_lock:
             self.builder.reset()
         self.camera_input.clear()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.runner.reset()
         self._counters.add("resets")
         response.success = True
         response.message = "pipeline reset: the next frame starts a new world"

@@ -53,7 +53,8 @@ class StreamRunner:
     """
 
     def __init__(self, pipeline: StreamingPipeline, predictor: Predictor, on_output: OutputCallback, *,
-                 overlap_outputs: bool = True, log: Any = None, health: StreamHealth | None = None) -> None:
+                 overlap_outputs: bool = True, log: Any = None, health: StreamHealth | None = None,
+                 time_jump_s: float = 0.0, on_reset: Callable[[], None] | None = None) -> None:
         self.pipeline = pipeline
         self.predictor = predictor
         self._on_output = on_output
@@ -71,6 +72,10 @@ class StreamRunner:
         self._worker: threading.Thread | None = None
         self._emitter: threading.Thread | None = None
         self._busy = False  # the worker holds a window (wait_idle)
+        self._time_jump_ns = int(time_jump_s * 1e9)  # 0: never reset on stamps going back
+        self._on_reset = on_reset
+        self._newest_stamp: int | None = None
+        self._stamp_lock = threading.Lock()
 
     # ------------------------------------------------------------------ state
     def stats(self) -> dict[str, int]:
@@ -97,7 +102,21 @@ class StreamRunner:
 
     # ------------------------------------------------------------------ input
     def add_frame(self, frame: Frame) -> bool:
-        """Queue a frame (thread-safe, cheap); False if the pipeline rejected it (counted there)."""
+        """Queue a frame (thread-safe, cheap); False if the pipeline rejected it (counted there).
+
+        Stamps going back by more than ``time_jump_s`` (a bag played in a loop, a restarted clock)
+        start a new world first, as tf2's buffer clears itself on a jump back; smaller reorders are
+        rejected by the pipeline as out of order."""
+        stamp = int(frame.stamp_ns)
+        with self._stamp_lock:
+            newest = self._newest_stamp
+            jumped = self._time_jump_ns > 0 and newest is not None and stamp < newest - self._time_jump_ns
+            self._newest_stamp = stamp if newest is None or jumped else max(newest, stamp)
+        if jumped:
+            self._stats.add("time_jump_resets")
+            self._log.warning(f"stamps jumped back by {(newest - stamp) / 1e9:.3f} s (a bag loop or a "
+                              "restarted clock?): starting a new world")
+            self.reset()
         accepted = self.pipeline.add_frame(frame)
         self.health.frame_received(frame.stamp_ns, accepted)
         if accepted:  # the engine preprocesses it now, in its own thread (non-blocking)
@@ -110,6 +129,8 @@ class StreamRunner:
         pipeline (reset epochs); the predictor forgets its per-frame caches (stamps may repeat)."""
         self.pipeline.reset()
         self.predictor.clear_caches()
+        if self._on_reset is not None:  # the caller's state of the old world (outputs, pairing)
+            self._on_reset()
 
     # ------------------------------------------------------------------ synchronous mode
     def run_ready(self) -> int:
