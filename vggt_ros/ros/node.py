@@ -58,6 +58,7 @@ from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, WindowOutput
 from vggt_ros.messages.builders import to_rclpy
 from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
+from vggt_ros.messages.errors import MessageError
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import transform_msg_to_matrix
 from vggt_ros.messages.stamps import stamp_ns_of
@@ -299,7 +300,7 @@ class VggtNode(Node):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             info = camera_info_msg_to_intrinsics(msg)
-        except ValueError as exc:
+        except MessageError as exc:
             self._counters.add("rejected_camera_info")
             self._warn("camera_info", f"camera_info ignored: {exc}")
             return
@@ -310,7 +311,7 @@ class VggtNode(Node):
     def _on_metric_depth(self, msg: Image) -> None:
         try:
             depth = depth_msg_to_array(msg)
-        except ValueError as exc:  # includes UnsupportedEncoding
+        except MessageError as exc:  # includes UnsupportedEncoding
             self._counters.add("rejected_metric_depth")
             self._warn("metric_depth", f"metric depth image rejected: {exc}")
             return
@@ -323,7 +324,7 @@ class VggtNode(Node):
         except UnsupportedEncoding as exc:
             self._reject("unsupported_encoding", "image", exc)
             return
-        except ValueError as exc:
+        except MessageError as exc:
             self._reject("bad_image", "image", exc)
             return
         stamp_ns = stamp_ns_of(msg)
