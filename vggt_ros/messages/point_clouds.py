@@ -182,7 +182,8 @@ def pointcloud2_to_xyz_rgb(
     def column(dtype: np.dtype, off: int) -> np.ndarray:
         return np.ascontiguousarray(flat[:, off:off + dtype.itemsize]).view(dtype).reshape(n)
 
-    xyz = np.stack([column(*c) for c in columns], axis=1).astype(np.float32)
+    with np.errstate(over="ignore"):  # float64/int values beyond float32 become inf, silently
+        xyz = np.stack([column(*c) for c in columns], axis=1).astype(np.float32)
     rgb = None if rgb_layout is None else unpack_rgb(column(*rgb_layout).astype(np.uint32))
     return xyz, rgb
 
