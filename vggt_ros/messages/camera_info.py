@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from vggt_ros.messages.errors import MAX_IMAGE_PIXELS, MessageError, decoding, float_array, int_field
 from vggt_ros.messages.stamps import Fields, header_fields
 
 
-class UncalibratedCamera(ValueError):
-    """CameraInfo without usable intrinsics (K all zero or non-positive focal lengths)."""
+class UncalibratedCamera(MessageError):
+    """CameraInfo without usable intrinsics (K all zero, non-finite or non-positive focal lengths,
+    or a zero image size); a :class:`MessageError`, hence a ``ValueError``."""
 
 
 def camera_info_fields(
@@ -51,21 +53,31 @@ def camera_info_fields(
 def camera_info_to_intrinsics(k: Any, height: int, width: int) -> tuple[np.ndarray, tuple[int, int]]:
     """CameraInfo ``k`` (9 values, row-major) and size -> (3x3 float64 K, (height, width)).
 
-    Raises :class:`UncalibratedCamera` for an all-zero/invalid K, so callers can fall back to the
-    predicted intrinsics deliberately.
+    Raises :class:`UncalibratedCamera` for an all-zero/invalid K or a zero/negative size, so callers
+    can fall back to the predicted intrinsics deliberately, and :class:`MessageError` for a
+    malformed message (K not 9 numbers, non-integer sizes, more than
+    :data:`~vggt_ros.messages.errors.MAX_IMAGE_PIXELS` pixels).
     """
-    K = np.asarray(k, dtype=np.float64).reshape(3, 3).copy()
+    K = float_array(k, "CameraInfo: k")  # a copy, never a view of the message
+    if K.size != 9:
+        raise MessageError(f"CameraInfo: k has {K.size} values (shape {K.shape}), expected 9 (3x3)")
+    K = K.reshape(3, 3)
     if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise UncalibratedCamera(f"CameraInfo has no valid intrinsics (fx={K[0, 0]}, fy={K[1, 1]})")
-    if int(height) <= 0 or int(width) <= 0:
+    height, width = int_field(height, "CameraInfo: height"), int_field(width, "CameraInfo: width")
+    if height <= 0 or width <= 0:
         raise UncalibratedCamera(f"CameraInfo has zero size ({height}x{width})")
-    return K, (int(height), int(width))
+    if height * width > MAX_IMAGE_PIXELS:
+        raise MessageError(f"CameraInfo: {height}x{width} is over the limit of {MAX_IMAGE_PIXELS} pixels")
+    return K, (height, width)
 
 
 def camera_info_msg_to_intrinsics(msg: Any) -> tuple[np.ndarray, tuple[int, int]]:
     """A CameraInfo message (any flavour) -> (K, (height, width)); see :func:`camera_info_to_intrinsics`.
 
-    ROS 1 spells the matrix ``K``, ROS 2 ``k``; both are accepted.
+    ROS 1 spells the matrix ``K``, ROS 2 ``k``; both are accepted. A missing field raises
+    :class:`MessageError`.
     """
-    k = msg.k if hasattr(msg, "k") else msg.K
-    return camera_info_to_intrinsics(k, msg.height, msg.width)
+    with decoding("CameraInfo message"):
+        k = msg.k if hasattr(msg, "k") else msg.K
+        return camera_info_to_intrinsics(k, msg.height, msg.width)

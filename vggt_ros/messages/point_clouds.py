@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.core.backprojection import _bgr0, _cloud_records
+from vggt_ros.messages.errors import MessageError, decoding, flag_field, int_field
 from vggt_ros.messages.images import _rows
 from vggt_ros.messages.stamps import Fields, header_fields
 
@@ -136,39 +137,60 @@ def pointcloud2_to_xyz_rgb(
     is_bigendian: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """PointCloud2 fields -> ([N, 3] float32 xyz, [N, 3] uint8 rgb or None); any field offsets and
-    row padding; ``rgb``/``rgba`` may be FLOAT32 (packed) or UINT32."""
-    by_name = {str(_field_attr(f, "name")): f for f in fields}
+    row padding; ``rgb``/``rgba`` may be FLOAT32 (packed) or UINT32.
+
+    Raises :class:`MessageError` for a malformed cloud: no x/y/z field, unknown datatypes, fields
+    reaching past ``point_step``, negative or non-integer sizes, a row step shorter than a row,
+    data shorter than the rows, a missing field attribute."""
+    with decoding("PointCloud2: fields"):
+        by_name = {str(_field_attr(f, "name")): f for f in fields}
     for axis in "xyz":
         if axis not in by_name:
-            raise ValueError(f"PointCloud2 has no {axis!r} field (fields: {sorted(by_name)})")
-    height, width, point_step, row_step = int(height), int(width), int(point_step), int(row_step)
+            raise MessageError(f"PointCloud2 has no {axis!r} field (fields: {sorted(by_name)})")
+    height = int_field(height, "PointCloud2: height", lo=0)
+    width = int_field(width, "PointCloud2: width", lo=0)
+    point_step = int_field(point_step, "PointCloud2: point_step", lo=0)
+    row_step = int_field(row_step, "PointCloud2: row_step", lo=0)
+    order = ">" if flag_field(is_bigendian, "PointCloud2: is_bigendian") else "<"
     n = height * width
     if n == 0:
         return np.zeros((0, 3), np.float32), (np.zeros((0, 3), np.uint8) if "rgb" in by_name else None)
-    order = ">" if is_bigendian else "<"
-    rows = _rows(data, height, width, row_step, point_step, "PointCloud2")
+
+    def layout(f: Any, default_type: int | None = None) -> tuple[np.dtype, int]:
+        """(dtype, offset) of a PointField, checked to lie inside one point."""
+        with decoding("PointCloud2: PointField"):
+            name, datatype = _field_attr(f, "name"), _field_attr(f, "datatype")
+            offset = _field_attr(f, "offset")
+        datatype = int_field(datatype, f"PointCloud2: PointField {name!r} datatype")
+        dt = _POINTFIELD_DTYPES.get(datatype if default_type is None else default_type)
+        if dt is None:
+            raise MessageError(f"PointField {name!r}: unknown datatype {datatype}")
+        dtype = np.dtype(order + dt)
+        offset = int_field(offset, f"PointCloud2: PointField {name!r} offset", lo=0)
+        if offset + dtype.itemsize > point_step:
+            raise MessageError(f"PointField {name!r}: offset {offset} + {dtype.itemsize} bytes is past "
+                               f"point_step {point_step}")
+        return dtype, offset
+
+    columns = [layout(by_name[a]) for a in "xyz"]
+    rgb_field = by_name.get("rgb", by_name.get("rgba"))
+    # rgb is read as 4 bytes, whatever its datatype (FLOAT32 packed or UINT32)
+    rgb_layout = None if rgb_field is None else layout(rgb_field, POINTFIELD_UINT32)
+    rows = _rows(data, height, width, row_step, point_step, "PointCloud2", max_pixels=None)
     flat = np.ascontiguousarray(rows).reshape(n, point_step)
 
-    def column(f: Any) -> np.ndarray:
-        dt = _POINTFIELD_DTYPES.get(int(_field_attr(f, "datatype")))
-        if dt is None:
-            name, datatype = _field_attr(f, "name"), _field_attr(f, "datatype")
-            raise ValueError(f"PointField {name!r}: unknown datatype {datatype}")
-        dtype = np.dtype(order + dt)
-        off = int(_field_attr(f, "offset"))
+    def column(dtype: np.dtype, off: int) -> np.ndarray:
         return np.ascontiguousarray(flat[:, off:off + dtype.itemsize]).view(dtype).reshape(n)
 
-    xyz = np.stack([column(by_name[a]) for a in "xyz"], axis=1).astype(np.float32)
-    rgb = None
-    rgb_field = by_name.get("rgb", by_name.get("rgba"))
-    if rgb_field is not None:
-        off = int(_field_attr(rgb_field, "offset"))
-        u = np.ascontiguousarray(flat[:, off:off + 4]).view(np.dtype(order + "u4")).reshape(n)
-        rgb = unpack_rgb(u.astype(np.uint32))
+    with np.errstate(over="ignore"):  # float64/int values beyond float32 become inf, silently
+        xyz = np.stack([column(*c) for c in columns], axis=1).astype(np.float32)
+    rgb = None if rgb_layout is None else unpack_rgb(column(*rgb_layout).astype(np.uint32))
     return xyz, rgb
 
 
 def pointcloud2_msg_to_xyz_rgb(msg: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PointCloud2 message (any flavour) -> (xyz, rgb or None)."""
-    return pointcloud2_to_xyz_rgb(msg.fields, msg.height, msg.width, msg.point_step, msg.row_step,
-                                  msg.data, msg.is_bigendian)
+    """A PointCloud2 message (any flavour) -> (xyz, rgb or None); :class:`MessageError` for anything
+    malformed, a missing field included."""
+    with decoding("PointCloud2 message"):
+        return pointcloud2_to_xyz_rgb(msg.fields, msg.height, msg.width, msg.point_step, msg.row_step,
+                                      msg.data, msg.is_bigendian)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from vggt_ros.messages.errors import MessageError, decoding, float_array
 from vggt_ros.messages.stamps import Fields, header_fields
 
 
@@ -33,13 +34,23 @@ def matrix_to_translation_quaternion(T: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def translation_quaternion_to_matrix(t: Any, q_xyzw: Any) -> np.ndarray:
-    """(translation [3], quaternion [x, y, z, w]) -> 4x4 float64 pose (quaternion normalised)."""
-    q = np.asarray(q_xyzw, dtype=np.float64)
-    if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-12:
-        raise ValueError(f"quaternion must be 4 finite values, not all zero, got {q}")
+    """(translation [3], quaternion [x, y, z, w]) -> 4x4 float64 pose (quaternion normalised).
+
+    Raises :class:`MessageError` unless the translation is 3 finite numbers and the quaternion 4
+    finite numbers, not all zero."""
+    q = float_array(q_xyzw, "quaternion")
+    if q.shape != (4,) or not np.isfinite(q).all() or np.abs(q).max() == 0:
+        raise MessageError(f"quaternion must be 4 finite values, not all zero, got {q}")
+    scale = np.abs(q).max()
+    q = q / scale  # no overflow in the norm for huge components
+    if scale < 1e-12 / np.linalg.norm(q):  # the quaternion's norm below 1e-12, without overflow
+        raise MessageError(f"quaternion must be 4 finite values, not all zero, got {q * scale}")
+    t = float_array(t, "translation").reshape(-1)
+    if t.shape != (3,) or not np.isfinite(t).all():
+        raise MessageError(f"translation must be 3 finite values, got {t}")
     T = np.eye(4)
     T[:3, :3] = Rotation.from_quat(q).as_matrix()
-    T[:3, 3] = np.asarray(t, dtype=np.float64).reshape(3)
+    T[:3, 3] = t
     return T
 
 
@@ -133,12 +144,16 @@ def path_fields(
 
 
 def pose_msg_to_matrix(pose: Any) -> np.ndarray:
-    """``geometry_msgs/Pose``-like (``.position``, ``.orientation``) -> 4x4."""
-    p, o = pose.position, pose.orientation
-    return translation_quaternion_to_matrix([p.x, p.y, p.z], [o.x, o.y, o.z, o.w])
+    """``geometry_msgs/Pose``-like (``.position``, ``.orientation``) -> 4x4; :class:`MessageError`
+    for missing, non-numeric or non-finite fields and an all-zero quaternion."""
+    with decoding("Pose"):
+        p, o = pose.position, pose.orientation
+        return translation_quaternion_to_matrix([p.x, p.y, p.z], [o.x, o.y, o.z, o.w])
 
 
 def transform_msg_to_matrix(transform: Any) -> np.ndarray:
-    """``geometry_msgs/Transform``-like (``.translation``, ``.rotation``) -> 4x4."""
-    t, r = transform.translation, transform.rotation
-    return translation_quaternion_to_matrix([t.x, t.y, t.z], [r.x, r.y, r.z, r.w])
+    """``geometry_msgs/Transform``-like (``.translation``, ``.rotation``) -> 4x4; :class:`MessageError`
+    for missing, non-numeric or non-finite fields and an all-zero quaternion."""
+    with decoding("Transform"):
+        t, r = transform.translation, transform.rotation
+        return translation_quaternion_to_matrix([t.x, t.y, t.z], [r.x, r.y, r.z, r.w])

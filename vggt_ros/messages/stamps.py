@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vggt_ros.messages.errors import MessageError, int_field
+
 Fields = dict[str, Any]
 """A message as a plain nested dict of field values (see :mod:`vggt_ros.messages`)."""
 
@@ -40,17 +42,26 @@ def header_fields(stamp_ns: int, frame_id: str) -> Fields:
     return {"stamp": time_fields(stamp_ns), "frame_id": str(frame_id)}
 
 
+class MissingStamp(MessageError, TypeError):
+    """No stamp found in an object: a :class:`MessageError` (and a ``TypeError``, as it always was)."""
+
+
 def stamp_ns_of(obj: Any) -> int:
     """Nanoseconds of a Time-like object (``.sec``/``.nanosec``), a header (``.stamp``) or a stamped
-    message (``.header.stamp``); also accepts the equivalent dicts."""
+    message (``.header.stamp``); also accepts the equivalent dicts.
+
+    Raises :class:`MissingStamp` when none is found and :class:`MessageError` for a stamp whose
+    ``sec`` is not an integer or whose ``nanosec`` is not an integer in ``[0, 2**32)``."""
     for path in ((), ("stamp",), ("header", "stamp")):
         cur = obj
         try:
             for name in path:
                 cur = cur[name] if isinstance(cur, Mapping) else getattr(cur, name)
             if isinstance(cur, Mapping):
-                return stamp_to_ns(cur["sec"], cur["nanosec"])
-            return stamp_to_ns(cur.sec, cur.nanosec)
-        except (AttributeError, KeyError, TypeError):
+                sec, nanosec = cur["sec"], cur["nanosec"]
+            else:
+                sec, nanosec = cur.sec, cur.nanosec
+        except Exception:  # noqa: BLE001 - any lookup failure (AttributeError, KeyError, odd __getattr__)
             continue
-    raise TypeError(f"cannot find a stamp in {type(obj).__name__}")
+        return stamp_to_ns(int_field(sec, "stamp: sec"), int_field(nanosec, "stamp: nanosec", 0, 2**32 - 1))
+    raise MissingStamp(f"cannot find a stamp in {type(obj).__name__}")

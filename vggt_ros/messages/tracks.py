@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vggt_ros.core.types import TrackOutput
+from vggt_ros.messages.errors import MessageError, decoding, int_field, str_field
 from vggt_ros.messages.stamps import Fields, header_fields, stamp_ns_of, time_fields
 
 KEYPOINT_TRACKS_TYPE = "vggt_ros/msg/KeypointTracks"
@@ -99,24 +100,46 @@ def keypoint_tracks_fields(
 
 
 def keypoint_tracks_msg_to_output(msg: Any) -> TrackOutput:
-    """A KeypointTracks message (any flavour) -> :class:`TrackOutput` (reshaped, validated)."""
-    s, n = int(msg.num_frames), int(msg.num_tracks)
+    """A KeypointTracks message (any flavour) -> :class:`TrackOutput` (reshaped, validated).
+
+    Raises :class:`MessageError` for anything malformed: negative or non-integer sizes, arrays whose
+    length does not match ``num_frames`` x ``num_tracks``, a ``stamps`` count other than
+    ``num_frames``, ``query_frame_index`` outside the frames, a missing field."""
+    with decoding("KeypointTracks"):
+        return _keypoint_tracks_msg_to_output(msg)
+
+
+def _keypoint_tracks_msg_to_output(msg: Any) -> TrackOutput:
+    s = int_field(msg.num_frames, "KeypointTracks.num_frames", lo=0)
+    n = int_field(msg.num_tracks, "KeypointTracks.num_tracks", lo=0)
 
     def arr(v: Any, dtype: str, count: int, what: str) -> np.ndarray:
-        a = np.asarray(v, dtype=dtype) if not isinstance(v, (bytes, array.array)) else np.frombuffer(
-            memoryview(v).cast("B"), dtype=dtype)
+        with decoding(f"KeypointTracks.{what}"):
+            if isinstance(v, (bytes, bytearray, array.array)):
+                a = np.frombuffer(memoryview(v).cast("B"), dtype=dtype)
+            else:
+                a = np.asarray(v)
+                if a.dtype.kind not in "iuf":
+                    raise MessageError(f"KeypointTracks.{what}: expected numbers, got {a.dtype}")
+                a = a.astype(dtype)
         if a.size != count:
-            raise ValueError(f"KeypointTracks.{what}: {a.size} values, expected {count} for {s}x{n}")
+            raise MessageError(f"KeypointTracks.{what}: {a.size} values, expected {count} for {s}x{n}")
         return a
 
+    stamps = [stamp_ns_of(t) for t in msg.stamps]
+    if len(stamps) != s:
+        raise MessageError(f"KeypointTracks.stamps: {len(stamps)} stamps for {s} frames")
+    q = int_field(msg.query_frame_index, "KeypointTracks.query_frame_index")
+    if not 0 <= q < max(s, 1):
+        raise MessageError(f"KeypointTracks.query_frame_index {q} outside [0, {s})")
     return TrackOutput(
-        stamps_ns=[stamp_ns_of(t) for t in msg.stamps],
-        query_frame_index=int(msg.query_frame_index),
+        stamps_ns=stamps,
+        query_frame_index=q,
         track_ids=arr(msg.track_ids, "<i8", n, "track_ids").astype(np.int64),
         positions=arr(msg.positions, "<f4", s * n * 2, "positions").astype(np.float32).reshape(s, n, 2),
         visibility=arr(msg.visibility, "<f4", s * n, "visibility").astype(np.float32).reshape(s, n),
         confidence=arr(msg.confidence, "<f4", s * n, "confidence").astype(np.float32).reshape(s, n),
-        frame_id=str(msg.header.frame_id),
+        frame_id=str_field(msg.header.frame_id, "KeypointTracks.header.frame_id"),
     )
 
 

@@ -4,6 +4,8 @@ Decodes images (raw or compressed), keeps the latest CameraInfo, pairs metric de
 (:class:`~vggt_ros.runner.depth_pairing.DepthPairing`), looks up the external odometry pose when the
 scale comes from it, and hands every frame to ``add_frame``. A message that cannot be decoded is
 counted (``rejected_<reason>``) and warned about, never raised: the callbacks stay cheap and safe.
+Anything else that goes wrong in a callback is counted (``callback_errors``) and logged; the node
+keeps running.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from vggt_ros.core.frame_buffer import Counters
 from vggt_ros.core.types import Frame
 from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
+from vggt_ros.messages.errors import MessageError
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.stamps import stamp_ns_of
 from vggt_ros.runner.depth_pairing import DepthPairing, Paired
@@ -48,10 +51,32 @@ class CameraInput:
         self._counters.add(f"rejected_{reason}")
         self._warn(reason, f"{what} rejected: {exc}")
 
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._counters.add("callback_errors")
+        self._warn("callback_error", f"{what} callback failed: {exc!r}")
+
     def on_camera_info(self, msg: Any) -> None:
         try:
+            self._camera_info_message(msg)
+        except Exception as exc:  # never let a callback raise into the executor
+            self._failed("camera_info", exc)
+
+    def on_metric_depth(self, msg: Any) -> None:
+        try:
+            self._depth_message(msg)
+        except Exception as exc:
+            self._failed("metric_depth", exc)
+
+    def on_image(self, msg: Any) -> None:
+        try:
+            self._image_message(msg)
+        except Exception as exc:
+            self._failed("image", exc)
+
+    def _camera_info_message(self, msg: Any) -> None:
+        try:
             info = camera_info_msg_to_intrinsics(msg)
-        except ValueError as exc:
+        except MessageError as exc:
             self._counters.add("rejected_camera_info")
             self._warn("camera_info", f"camera_info ignored: {exc}")
             return
@@ -59,27 +84,31 @@ class CameraInput:
             self._camera_info = info
         self._counters.add("camera_infos")
 
-    def on_metric_depth(self, msg: Any) -> None:
+    def _depth_message(self, msg: Any) -> None:
         try:
             depth = depth_msg_to_array(msg)
-        except ValueError as exc:  # includes UnsupportedEncoding
+            stamp_ns = stamp_ns_of(msg)
+        except MessageError as exc:  # includes UnsupportedEncoding
             self._counters.add("rejected_metric_depth")
             self._warn("metric_depth", f"metric depth image rejected: {exc}")
             return
         assert self.depth_pairing is not None
-        self._add_paired(self.depth_pairing.add_depth(stamp_ns_of(msg), depth))
+        self._add_paired(self.depth_pairing.add_depth(stamp_ns, depth))
 
-    def on_image(self, msg: Any) -> None:
+    def _image_message(self, msg: Any) -> None:
         try:
             rgb = image_msg_to_rgb(msg)
+            stamp_ns = stamp_ns_of(msg)
+            header_frame = msg.header.frame_id
+            if not isinstance(header_frame, str):
+                raise MessageError(f"header.frame_id must be a string, got {type(header_frame).__name__}")
         except UnsupportedEncoding as exc:
             self._reject("unsupported_encoding", "image", exc)
             return
-        except ValueError as exc:
+        except (MessageError, AttributeError) as exc:
             self._reject("bad_image", "image", exc)
             return
-        stamp_ns = stamp_ns_of(msg)
-        frame_id = self.params["camera_frame"] or msg.header.frame_id
+        frame_id = self.params["camera_frame"] or header_frame
         if not frame_id:
             frame_id = DEFAULT_CAMERA_FRAME
             self._warn("frame_id", f"image without header.frame_id: using '{DEFAULT_CAMERA_FRAME}' (set the "
