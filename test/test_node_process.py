@@ -82,7 +82,8 @@ class Run:
         ov.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
         ros = ["--ros-args", "-r", "__node:=vggt_node", "-r", f"__ns:={namespace}",
                "--params-file", str(params_file or self.space.params_yaml), "--params-file", str(ov),
-               "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+               "-r", "image:=/camera/image_raw", "-r", "image/compressed:=/camera/image_raw/compressed",
+               "-r", "camera_info:=/camera/camera_info"]
         if oracle:
             cmd = [sys.executable, "-m", "vggt_ros.ros.oracle_node", *ros]
         else:
@@ -213,3 +214,48 @@ def test_small_vggt_node_process_publishes_generated_tracks(run):
     assert run.stop("node") == 0, run.log("node")
     assert len(res["/vggt/depth/image"]) >= 3, run.log("node")
     assert res["/vggt/tracks"] and res["/vggt/tracks"][0]["num_tracks"] > 0
+
+
+BAD_IMAGES = r'''
+import struct, sys, time, zlib
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", b"") + chunk(b"IEND", b""))
+rclpy.init()
+n = rclpy.create_node("bad_camera")
+qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+pub = n.create_publisher(CompressedImage, "/camera/image_raw/compressed", qos)
+end = time.time() + 30
+while pub.get_subscription_count() == 0 and time.time() < end:
+    time.sleep(0.05)
+time.sleep(0.3)
+for i, (fmt, data) in enumerate([("png", bomb), ("jpeg", b"\xff\xd8garbage"), ("png", b""), ("bmp", b"BM")]):
+    m = CompressedImage(format=fmt, data=data)
+    m.header.stamp.sec, m.header.frame_id = 10 + i, "cam"
+    pub.publish(m)
+    time.sleep(0.1)
+time.sleep(1.0)
+print("sent 4", flush=True)
+'''
+
+
+def test_malformed_images_into_the_real_node_are_counted_and_it_keeps_running(run):
+    """A 57-byte PNG claiming 1.6 gigapixels, a broken JPEG, an empty PNG and an unknown format on
+    the compressed image topic: the node process counts them and stays up."""
+    out = run.probe({"/diagnostics": TOPICS["/diagnostics"]})
+    node = run.node({"predictor": "oracle", "checkpoint": "", "image_transport": "compressed",
+                     "diagnostics_period_s": 0.2}, oracle=True)
+    sender = run.start("bad", [sys.executable, "-c", BAD_IMAGES])
+    assert sender.wait(60) == 0, run.log("bad")
+    time.sleep(1.0)
+    res = run.probe_result(out)
+    assert node.poll() is None, run.log("node")  # still running
+    last = res["/diagnostics"][-1]["values"][0]
+    assert int(last["messages_rejected"]) == 4, last
+    assert int(last["messages_rejected_bad_image"]) == 3
+    assert int(last["messages_rejected_unsupported_encoding"]) == 1
+    assert run.stop("node") == 0 and "Traceback" not in run.log("node")
