@@ -20,6 +20,8 @@ import pytest
 import yaml
 from colcon_install import InstallSpaceMissing, environment, install_space
 
+from vggt_ros.ros.launch_config import node_command, node_launch_config
+
 DOMAIN_ID = 230 + os.getpid() % 2  # FastDDS accepts domain ids up to 232; conftest: 100-199, colcon: 200-229
 PROBE = Path(__file__).resolve().parent / "ros_probe.py"
 NODE_UP = "vggt node up"
@@ -75,19 +77,16 @@ class Run:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def node(self, overrides: dict, *, oracle: bool = False, params_file: Path | None = None,
-             namespace: str = "/vggt") -> subprocess.Popen:
-        """The node exactly as launch/vggt.launch.py starts it (its parameters = the params file,
-        then the overrides as a second file; the camera topics remapped)."""
-        ov = self.tmp / "overrides.yaml"
-        ov.write_text(yaml.safe_dump({"/**": {"ros__parameters": overrides}}))
-        ros = ["--ros-args", "-r", "__node:=vggt_node", "-r", f"__ns:={namespace}",
-               "--params-file", str(params_file or self.space.params_yaml), "--params-file", str(ov),
-               "-r", "image:=/camera/image_raw", "-r", "image/compressed:=/camera/image_raw/compressed",
-               "-r", "camera_info:=/camera/camera_info"]
-        if oracle:
-            cmd = [sys.executable, "-m", "vggt_ros.ros.oracle_node", *ros]
-        else:
-            cmd = [str(self.space.vggt_node), *ros]
+             namespace: str = "vggt") -> subprocess.Popen:
+        """The node exactly as launch/vggt.launch.py starts it (vggt_ros.ros.launch_config: the params
+        file, then the launch overrides and ours as a second file, the camera topics remapped)."""
+        args = {"params_file": str(params_file or ""), "namespace": namespace}
+        launch = node_launch_config(args, str(self.space.params_yaml))
+        launch.parameters[1].update(overrides)
+        exe = str(self.space.vggt_node)
+        cmd = node_command(exe, launch, str(self.tmp / "overrides.yaml"))
+        if oracle:  # the same node and arguments, answered by the oracle (vggt_ros.ros.oracle_node)
+            cmd = [sys.executable, "-m", "vggt_ros.ros.oracle_node", *cmd[1:]]
         p = self.start("node", cmd)
         wait_for(lambda: NODE_UP in self.log("node") or p.poll() is not None, 120, "the node to start")
         assert p.poll() is None, self.log("node")
@@ -130,14 +129,14 @@ def test_shipped_yaml_applies_under_any_namespace(run, space):
     shipped["/**"]["ros__parameters"]["publish_confidence"] = True
     edited = run.tmp / "edited.yaml"
     edited.write_text(yaml.safe_dump(shipped))
-    for ns in ("/vggt", "/robot1/vggt"):
+    for ns in ("vggt", "robot1/vggt"):
         run.node({"predictor": "oracle", "checkpoint": ""}, oracle=True, params_file=edited, namespace=ns)
         out = subprocess.run(
             [sys.executable, "-c", "import rclpy, sys, time\n"
              "from rclpy.node import Node\nrclpy.init()\nn = Node('q')\nend = time.time() + 30\n"
              "while time.time() < end:\n"
              "    names = [t for t, _ in n.get_topic_names_and_types()]\n"
-             f"    if '{ns}/depth/confidence' in names: print('confidence'); break\n"
+             f"    if '/{ns}/depth/confidence' in names: print('confidence'); break\n"
              "    time.sleep(0.2)\n"],
             env=run.env, capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == "confidence", (ns, out.stderr, run.log("node"))

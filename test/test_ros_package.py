@@ -253,37 +253,48 @@ def test_entry_scripts(script, module):
 # -------------------------------------------------------------------------------------------- launch
 
 
-def test_launch_file_compiles_and_declares_arguments(tmp_path):
+def test_launch_file_compiles_and_is_a_thin_wrapper(tmp_path):
     path = ROOT / "launch" / "vggt.launch.py"
     py_compile.compile(str(path), cfile=str(tmp_path / "launch.pyc"), doraise=True)
     tree = ast.parse(path.read_text())
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in funcs
-    # declared arguments: the ARGUMENTS table, (name, default, description) per entry
-    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ARGUMENTS")
-    names = {e.elts[0].value: e.elts[1] for e in table.elts}
-    assert set(names) == {
-        "image_topic",
-        "camera_info_topic",
-        "checkpoint",
-        "params_file",
-        "namespace",
-        "use_sim_time",
-        "rviz",
-    }
-    assert names["rviz"].value == "false" and names["use_sim_time"].value == "false"
+    imports = {(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    wanted = {("vggt_ros.ros.launch_config", name) for name in ("ARGUMENTS", "node_launch_config")}
+    assert wanted <= imports
+    assert len(path.read_text().splitlines()) < 50
     src = path.read_text()
-    for needle in (
-        'package="vggt_ros"',
-        'executable="vggt_node"',
-        '("image", image_topic)',
-        '("camera_info", arg("camera_info_topic"))',
-        'executable="rviz2"',
-        "IfCondition",
-        '"config", "vggt.yaml"',
-        '"config", "vggt.rviz"',
-    ):
+    for needle in ('package="vggt_ros"', 'executable="vggt_node"', 'executable="rviz2"', "IfCondition",
+                   '"config", "vggt.yaml"', '"config", "vggt.rviz"'):
         assert needle in src, needle
+
+
+def test_launch_arguments_and_their_handling(tmp_path):
+    from vggt_ros.ros.launch_config import ARGUMENTS, node_command, node_launch_config
+
+    names = {name: default for name, default, _ in ARGUMENTS}
+    assert set(names) == {"image_topic", "camera_info_topic", "checkpoint", "params_file", "namespace",
+                          "use_sim_time", "rviz"}
+    assert names["rviz"] == "false" and names["use_sim_time"] == "false" and names["params_file"] is None
+    args = {"image_topic": "/cam/color/image_raw/", "camera_info_topic": "/cam/color/camera_info",
+            "checkpoint": "", "params_file": "", "namespace": "vggt", "use_sim_time": "True", "rviz": "false"}
+    cfg = node_launch_config(args, "/share/vggt.yaml")
+    assert cfg.name == "vggt_node" and cfg.namespace == "vggt"
+    assert cfg.parameters == ["/share/vggt.yaml", {"use_sim_time": True}]  # empty checkpoint: the file's
+    assert cfg.remappings == [("image", "/cam/color/image_raw/"),
+                              ("image/compressed", "/cam/color/image_raw/compressed"),
+                              ("camera_info", "/cam/color/camera_info")]
+    cfg = node_launch_config({**args, "checkpoint": "/w/model.pt", "params_file": "/mine.yaml",
+                              "use_sim_time": "0"}, "/share/vggt.yaml")
+    assert cfg.parameters == ["/mine.yaml", {"use_sim_time": False, "checkpoint": "/w/model.pt"}]
+    with pytest.raises(ValueError, match="use_sim_time"):
+        node_launch_config({**args, "use_sim_time": "maybe"}, "/share/vggt.yaml")
+    cmd = node_command("vggt_node", cfg, str(tmp_path / "o.yaml"))
+    assert cmd[:6] == ["vggt_node", "--ros-args", "-r", "__node:=vggt_node", "-r", "__ns:=/vggt"]
+    assert cmd[6:10] == ["--params-file", "/mine.yaml", "--params-file", str(tmp_path / "o.yaml")]
+    assert "image:=/cam/color/image_raw/" in cmd
+    assert yaml.safe_load((tmp_path / "o.yaml").read_text()) == {
+        "/**": {"ros__parameters": {"use_sim_time": False, "checkpoint": "/w/model.pt"}}}
 
 
 # ---------------------------------------------------------------------------------------------- rviz
@@ -292,7 +303,7 @@ def test_launch_file_compiles_and_declares_arguments(tmp_path):
 def test_rviz_config():
     cfg = yaml.safe_load((ROOT / "config" / "vggt.rviz").read_text())
     manager = cfg["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "map"
+    assert manager["Global Options"]["Fixed Frame"] == "odom"  # the default TF: odom -> base_link
     displays = {d["Name"]: d for d in manager["Displays"]}
     classes = [d["Class"] for d in manager["Displays"]]
     for cls in ("rviz_default_plugins/TF", "rviz_default_plugins/Image", "rviz_default_plugins/Path"):
