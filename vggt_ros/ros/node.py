@@ -268,9 +268,9 @@ class VggtNode(Node):
             return
         with self._output_lock:
             messages = self.builder.window(output)
-            fallback = self.builder.frames.fallback_reason
-        if fallback:
-            self._warn("tf_mount", f"TF: {fallback}")
+            fallback, self.builder.frames.fallback_reason = self.builder.frames.fallback_reason, ""
+        if fallback:  # once per world: the mount is decided at its first frame
+            self.get_logger().warning(f"TF: {fallback}")
         for m in messages:
             self._publish(m)
         self._counters.add("frames_published", len(output.frames))

@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--trans-noise", type=float, default=0.0)
     args = ap.parse_args(own)
     orbit = PeriodicOrbit(args.rate, args.height, args.width)
+    orbit.prerender()  # the ground truth of every stamp is ready before the node starts
     oracle = OraclePredictor(orbit.ground_truth(), target_size=args.target,
                              pose_noise_rot_deg=args.rot_noise_deg, pose_noise_trans=args.trans_noise)
     return node_main(["oracle_node", *ros_args], predictor=oracle)

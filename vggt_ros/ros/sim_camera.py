@@ -62,6 +62,7 @@ class SimCamera(Node):
         super().__init__("sim_camera")
         self.args = args
         self.orbit = PeriodicOrbit(args.rate, args.height, args.width)
+        self.orbit.prerender()  # publishing at the rate, not at the renderer's speed
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE) if args.reliable \
             else qos_profile_sensor_data
         self.image_pub = self.create_publisher(Image, args.image_topic, qos)
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=ros_args or None)
     node = SimCamera(args)
     period = node.orbit.period_ns
-    sent = 0
+    sent = late = 0
     try:
         end = time.monotonic() + args.wait_subscriber
         while node.image_pub.get_subscription_count() == 0 and time.monotonic() < end:
@@ -100,13 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             delay = (stamp - time.time_ns()) / 1e9
             if delay > 0:
                 time.sleep(delay)
+            elif -delay > period / 1e9:
+                late += 1  # published over a frame period after its stamp (this process was starved)
             node.publish_frame(stamp)
             sent += 1
             stamp += period
     except KeyboardInterrupt:
         pass
     finally:
-        print(f"sim_camera: published {sent} frames", flush=True)
+        print(f"sim_camera: published {sent} frames ({late} late by over a frame period)", flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -32,6 +32,11 @@ class PeriodicOrbit:
     def __len__(self) -> int:
         return len(self.seq)
 
+    def prerender(self) -> None:
+        """Render (and cache) every frame now, so that a timed stream does not render on the way."""
+        for i in range(len(self.seq)):
+            self.seq.render_frame(i)
+
     def index(self, stamp_ns: int) -> int:
         """Orbit frame shown at ``stamp_ns`` (a multiple of the period)."""
         return int(stamp_ns // self.period_ns) % len(self.seq)
