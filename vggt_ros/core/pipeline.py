@@ -51,6 +51,7 @@ from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.keyframes import KeyframeSelector
 from vggt_ros.core.pose_state import (
     MIN_VARIANCE,
+    NoiseEstimate,
     PlacedState,
     anchor_sees_newest,
     fuse_context_poses,
@@ -90,6 +91,7 @@ class StreamingPipeline:
             config.scale_source, config.fixed_scale, config.scale_freeze_samples,
             config.scale_min_motion, config.scale_min_pixels,
         )
+        self._noise = NoiseEstimate(config.pose_rot_sigma_deg, config.pose_trans_sigma_rel)
         self._map = WorldMap(config.voxel_size, config.map_max_points)
         self._tracks = TrackIdRegistry(config.track_match_px)
         self._world_T_optical = world_T_optical_world(config.world_frame_convention, config.base_T_camera)
@@ -274,7 +276,7 @@ class StreamingPipeline:
             new_var = 1.0 / sum(r.weight for r in refs) + 1.0
             new_tvar = 1.0 / sum(r.translation_weight for r in refs) + noise_t
         if not job.is_bootstrap and cfg.context_pose_averaging:
-            fuse_context_poses(self._states, job, refs, align.scale, pred.extrinsics, noise_t)
+            fuse_context_poses(self._states, job, refs, align.scale, pred.extrinsics, noise_t, self._noise)
         # output masks: built here only where placement needs them (keyframe depth, depth scale
         # samples), the rest in emit, off the worker
         masks: dict[int, np.ndarray] = {}
@@ -311,7 +313,8 @@ class StreamingPipeline:
                 scene_depth=median_depth(depth_world[i]),
             )
             st = self._states[int(f.stamp_ns)]
-            variances[i] = (st.variance, st.t_variance, st.scene_depth)  # later windows fuse the state
+            # a copy: later windows fuse the state, and the noise estimate moves on
+            variances[i] = (st.variance, st.t_variance, st.scene_depth, *self._noise.sigmas())
             self._buffer.mark_placed(f, is_kf)
             self._last_placed = [*self._last_placed[-1:], int(f.stamp_ns)]
         timings["keyframes"] = time.perf_counter() - t
@@ -437,6 +440,7 @@ class StreamingPipeline:
             self._epoch += 1
             self._buffer.reset()
             self._selector.reset()
+            self._noise = NoiseEstimate(self.config.pose_rot_sigma_deg, self.config.pose_trans_sigma_rel)
             self._scale.reset()
             self._map.clear_points()
             self._tracks.reset()

@@ -53,12 +53,54 @@ def window_noise_t(states: Mapping[int, PlacedState], job: WindowJob) -> float:
     return float(np.mean(d)) ** 2 if d else 1.0
 
 
+class NoiseEstimate:
+    """The per-frame prediction noise, measured: rotation std (rad) and position std as a fraction of
+    the scene depth, from the innovations of :func:`fuse_context_poses`.
+
+    Why: the variances of :class:`PlacedState` are in units of one window's per-frame noise, whose
+    size the network does not report. Each fusion compares a stored pose with an independent estimate
+    of it; under the model the squared gap is ``3 (stored + observed variance)`` noise units per block,
+    so gap^2 / that is a sample of the squared noise. A running mean over about ``MAX_SAMPLES``
+    samples (each clipped at 5 sigma of the current estimate, so one outlier window cannot blow it
+    up), started from the priors (parameters ``pose_rot_sigma_deg``, ``pose_trans_sigma_rel``) with
+    the weight of ``PRIOR_SAMPLES`` samples, gives the sigmas the published covariance uses: it grows
+    with the actual error of the predictions."""
+
+    PRIOR_SAMPLES = 5
+    MAX_SAMPLES = 200
+    MIN_ROT_VAR = np.radians(0.01) ** 2  # floors: the covariance stays positive-definite
+    MIN_TRANS_VAR = 1e-4 ** 2
+
+    def __init__(self, rot_sigma_deg: float, trans_sigma_rel: float) -> None:
+        self.rot_var = float(np.radians(rot_sigma_deg)) ** 2
+        self.trans_var = float(trans_sigma_rel) ** 2
+        self.samples = self.PRIOR_SAMPLES
+
+    def add(self, rot_gap_sq: float, rot_units: float, trans_gap_sq: float, trans_units: float) -> None:
+        """One innovation: squared rotation gap (rad^2) and position gap (world units^2), and the
+        variances they should have in noise units (rotation: noise units; position: t_variance's)."""
+        n = min(self.samples + 1, self.MAX_SAMPLES)
+        if rot_units > 0 and np.isfinite(rot_gap_sq):
+            sample = min(rot_gap_sq / (3.0 * rot_units), 25.0 * self.rot_var)
+            self.rot_var = max(self.rot_var + (sample - self.rot_var) / n, self.MIN_ROT_VAR)
+        if trans_units > 0 and np.isfinite(trans_gap_sq):
+            sample = min(trans_gap_sq / (3.0 * trans_units), 25.0 * self.trans_var)
+            self.trans_var = max(self.trans_var + (sample - self.trans_var) / n, self.MIN_TRANS_VAR)
+        self.samples = n
+
+    def sigmas(self) -> tuple[float, float]:
+        """(rotation std in degrees, position std as a fraction of the scene depth)."""
+        return float(np.degrees(np.sqrt(self.rot_var))), float(np.sqrt(self.trans_var))
+
+
 def fuse_context_poses(states: Mapping[int, PlacedState], job: WindowJob, refs: list[ContextRef],
-                       scale: float, extrinsics: np.ndarray, noise_t: float) -> None:
+                       scale: float, extrinsics: np.ndarray, noise_t: float,
+                       noise: NoiseEstimate | None = None) -> None:
     """Fuse each context frame's stored pose with this window's independent estimate of it.
 
     The estimate of frame k comes from the placement by the *other* context frames (leave one
-    out), so it does not reuse k's own stored pose; it is fused with inverse-variance weights.
+    out), so it does not reuse k's own stored pose; it is fused with inverse-variance weights. The
+    gaps between the two feed ``noise`` (the measured per-frame noise), when given.
     """
     if len(refs) < 2:
         return
@@ -82,6 +124,9 @@ def fuse_context_poses(states: Mapping[int, PlacedState], job: WindowJob, refs: 
         gt = st.t_variance / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
         T = st.world_T_camera.copy()
         dR = Rotation.from_matrix(T[:3, :3].T @ obs[:3, :3]).as_rotvec()
+        if noise is not None:
+            noise.add(float(dR @ dR), st.variance + var_obs,
+                      float(np.sum((obs[:3, 3] - T[:3, 3]) ** 2)), st.t_variance + tvar_obs)
         T[:3, :3] = T[:3, :3] @ Rotation.from_rotvec(g * dR).as_matrix()
         T[:3, 3] = (1 - gt) * T[:3, 3] + gt * obs[:3, 3]
         st.world_T_camera = T
@@ -89,8 +134,8 @@ def fuse_context_poses(states: Mapping[int, PlacedState], job: WindowJob, refs: 
         st.t_variance = st.t_variance * tvar_obs / max(st.t_variance + tvar_obs, MIN_VARIANCE * noise_t)
 
 
-def pose_covariance(variance: float, t_variance: float, scene_depth: float, metres_per_unit: float,
-                    rot_sigma_deg: float, trans_sigma_rel: float) -> np.ndarray:
+def pose_covariance(variance: float, t_variance: float, scene_depth: float, rot_sigma_deg: float,
+                    trans_sigma_rel: float, metres_per_unit: float) -> np.ndarray:
     """6x6 covariance (x, y, z, roll, pitch, yaw; row-major as ``nav_msgs/Odometry`` wants) of a placed
     frame's pose from its :class:`PlacedState` variances.
 
@@ -98,10 +143,10 @@ def pose_covariance(variance: float, t_variance: float, scene_depth: float, metr
     scene depth) times ``trans_sigma_rel^2`` (the per-frame noise as a fraction of the scene depth)
     times ``metres_per_unit^2``: metres^2 when the scale is metric, world units^2 when it is not
     (``scale_source: none``: the first window's units, scale unknown). Rotation: ``variance`` (units of
-    one window's per-frame noise) times ``radians(rot_sigma_deg)^2``, rad^2. Neither sigma is measured
-    by the network: both are priors (parameters ``pose_trans_sigma_rel``, ``pose_rot_sigma_deg``);
-    the variances are structural (how many context frames and windows fused the pose, the scene
-    depth), not a function of the prediction's actual error.
+    one window's per-frame noise) times ``radians(rot_sigma_deg)^2``, rad^2. The variances are
+    structural (how many context frames and windows fused the pose, the scene depth); the sigmas are
+    the measured per-frame noise of :class:`NoiseEstimate` at placement, so the covariance follows
+    the predictions' actual error.
 
     Each block is isotropic, so the matrix is the same in every frame the pose may be published in
     (a rotation R leaves s*I unchanged: R s I R^T = s I); the cross terms are zero (the core keeps no

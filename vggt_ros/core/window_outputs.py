@@ -152,9 +152,10 @@ class FrameOutputBuilder:
 
     def frame_output(self, frame: Frame, pred: Prediction, i: int, pose: np.ndarray, depth_world: np.ndarray,
                      mask: np.ndarray, is_kf: bool, window_scale: float, m: float,
-                     is_metric: bool, variances: tuple[float, float, float]) -> FrameOutput:
+                     is_metric: bool, variances: tuple[float, ...]) -> FrameOutput:
         """Output of new window frame ``i``: pose and its covariance (from ``variances`` = the placed
-        state's variance, t_variance and scene depth, see :func:`~vggt_ros.core.pose_state.pose_covariance`),
+        state's variance, t_variance, scene depth and the measured noise sigmas, see
+        :func:`~vggt_ros.core.pose_state.pose_covariance`),
         depth (and confidence, intrinsics, colour image) at the output size, and the camera-frame cloud;
         output units (``m`` metres per world unit)."""
         cfg = self.config
@@ -189,7 +190,7 @@ class FrameOutputBuilder:
         return FrameOutput(
             stamp_ns=int(frame.stamp_ns), frame_id=frame.frame_id,
             world_T_camera=to_output_pose(pose, m, self._world_T_optical),
-            pose_covariance=pose_covariance(*variances, m, cfg.pose_rot_sigma_deg, cfg.pose_trans_sigma_rel),
+            pose_covariance=pose_covariance(*variances, metres_per_unit=m),
             intrinsics=K, image_hw=image_hw, depth=depth, depth_conf=conf, depth_intrinsics=K_depth,
             rgb=rgb, points=points, colors=colors, is_keyframe=bool(is_kf), metric=is_metric,
         )

@@ -58,7 +58,8 @@ class PlacedWindow:
     masks: dict[int, np.ndarray] | None = None  # output masks of new frames (the rest built by emit)
     keyflags: dict[int, bool] | None = None
     # new frames' (variance, t_variance, scene_depth) of their PlacedState as placed (pose_state)
-    pose_variances: dict[int, tuple[float, float, float]] | None = None
+    # per new frame: variance, t_variance, scene depth, measured rotation / position noise sigmas
+    pose_variances: dict[int, tuple[float, float, float, float, float]] | None = None
     window_scale: float = float("nan")
     metres_per_unit: float = 1.0  # metres per world unit at placement (the outputs use it)
     is_metric: bool = False

@@ -202,14 +202,16 @@ _PIPELINE = (
     _c("cloud_max_points", 20000, int, "Per-frame point cloud bound (evenly subsampled beyond)", low=0),
     _c("points_source", "depth", str, "Coloured points from depth + camera (default, usually more "
        "accurate) or from VGGT's point head (runs that head too)", choices=POINTS_SOURCES),
-    _c("pose_rot_sigma_deg", 1.0, float, "Odometry pose covariance: rotation noise (std, per axis) of "
-       "one window's per-frame pose prediction, degrees. Not measured by the network: a prior; the "
-       "published rotation variance is this squared (rad^2) times the frame's fused variance in units "
-       "of that noise", low=0.0, low_open=True, high=180.0),
-    _c("pose_trans_sigma_rel", 0.05, float, "Odometry pose covariance: position noise (std, per axis) "
-       "of one window's per-frame pose prediction as a fraction of the scene depth (the window's "
-       "median depth). Not measured by the network: a prior; published in metres^2 when the scale is "
-       "metric, world units^2 with scale_source none", low=0.0, low_open=True, high=10.0),
+    _c("pose_rot_sigma_deg", 1.0, float, "Odometry pose covariance: prior of the rotation noise (std, per "
+       "axis) of one window's per-frame pose prediction, degrees; the stream measures it from how much "
+       "overlapping windows disagree, starting from this. The published rotation variance is the "
+       "measured noise squared (rad^2) times the frame's fused variance in units of that noise",
+       low=0.0, low_open=True, high=180.0),
+    _c("pose_trans_sigma_rel", 0.05, float, "Odometry pose covariance: prior of the position noise (std, "
+       "per axis) of one window's per-frame pose prediction as a fraction of the scene depth (the "
+       "window's median depth); measured by the stream like pose_rot_sigma_deg. Published in metres^2 "
+       "when the scale is metric, world units^2 with scale_source none", low=0.0, low_open=True,
+       high=10.0),
     # world map
     _c("voxel_size", 0.02, float, "World map voxel edge, output units (0: no voxel downsampling)",
        low=0.0),
