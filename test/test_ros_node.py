@@ -617,3 +617,22 @@ def test_keypoint_tracks_stand_in_mirrors_the_msg_file():
               "builtin_interfaces/Time[]": "sequence<builtin_interfaces/Time>", "uint32": "uint32",
               "int64[]": "sequence<int64>", "float32[]": "sequence<float>"}
     assert {k: rosidl[v] for k, v in fields.items()} == KEYPOINT_TRACKS_FIELD_TYPES
+
+
+def test_a_bag_loop_resets_the_node_automatically(ctx, seq):
+    """Stamps jumping back by more than time_jump_reset_s (a bag played in a loop): the node starts a
+    new world by itself, counted, and the repeated frames come out again."""
+    params = dict(predictor="oracle", checkpoint="", window_size=4, stride=2, time_jump_reset_s=0.5)
+    h = Harness(ctx, "/loop", params, predictor=OraclePredictor(seq, target_size=TARGET))
+    try:
+        h.play(seq, range(8))
+        wait_for(lambda: len(h.got("depth/image")) == 8, 15.0, h.state)
+        h.play(seq, range(4))  # 0.7 s back
+        wait_for(lambda: len(h.got("depth/image")) == 12, 15.0, h.state)
+        assert h.node.stats()["time_jump_resets"] == 1
+        assert h.node.pipeline.counters()["resets"] == 1
+        assert h.node.pipeline.counters().get("rejected_out_of_order", 0) == 0
+        stamps = [stamp_ns_of(m) for m in h.got("depth/image")]
+        assert stamps[8:] == [int(s) for s in seq.stamps_ns[:4]]
+    finally:
+        h.close()
