@@ -12,13 +12,21 @@ from hypothesis import strategies as st
 
 pytest.importorskip("rclpy")
 
-from test_messages_fuzz import COLOR, DEPTH, as_message, camera_infos, raw_images, stamps  # noqa: E402
+from test_messages_fuzz import (  # noqa: E402
+    COLOR,
+    DEPTH,
+    DERANDOMIZE,
+    as_message,
+    camera_infos,
+    raw_images,
+    stamps,
+)
 
 from vggt_ros.core.frame_buffer import Counters  # noqa: E402
 from vggt_ros.params.validation import validate_params  # noqa: E402
 from vggt_ros.ros.camera_input import CameraInput  # noqa: E402
 
-SETTINGS = settings(max_examples=200, deadline=None, database=None,
+SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=DERANDOMIZE,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

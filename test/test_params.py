@@ -54,8 +54,9 @@ def test_pipeline_parameters_map_one_to_one_onto_pipeline_config():
     ({"qos_depth": 0}, "qos_depth"), ({"publish_tf": "yes"}, "publish_tf"),
     ({"fixed_scale": -1.0}, "fixed_scale"),
     ({"image_transport": "theora"}, "image_transport"), ({"scale_source": "imu"}, "scale_source"),
-    ({"checkpoint": ""}, "checkpoint"), ({"odom_frame": "odom"}, "odom_frame"),
-    ({"publish_map_to_odom": True}, "publish_map_to_odom"), ({"base_T_camera": [1.0, 2.0]}, "base_T_camera"),
+    ({"checkpoint": ""}, "checkpoint"), ({"odom_frame": "odom", "base_frame": ""}, "odom_frame"),
+    ({"publish_map_to_odom": True, "odom_frame": "", "base_frame": ""}, "publish_map_to_odom"),
+    ({"base_T_camera": [1.0, 2.0]}, "base_T_camera"),
     ({"conf_percentile": 100.0}, "conf_percentile"), ({"no_such_param": 1}, "no_such_param"),
 ])
 def test_invalid_values_name_the_parameter(bad, name):

@@ -94,8 +94,11 @@ def _rows(
         raise MessageError(
             f"{what}: {buf.size} data bytes, expected at least {need} ({height} rows x step {step})"
         )
-    # Strided view: row r starts at r * step; padding bytes at the end of each row are skipped.
-    return np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1), writeable=False)
+    # Strided view: row r starts at r * step; padding bytes at the end of each row are skipped. One row
+    # never steps (and its step may be any size the data allows: it need not fit a C long).
+    stride = step if height > 1 else row_bytes
+    return np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(stride, 1),
+                                           writeable=False)
 
 
 def image_to_rgb(
