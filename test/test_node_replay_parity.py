@@ -15,7 +15,6 @@ from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
 from vggt_ros.messages.builders import msg_to_fields, to_rclpy  # noqa: E402
 from vggt_ros.messages.camera_info import camera_info_fields  # noqa: E402
 from vggt_ros.messages.stamps import stamp_ns_of  # noqa: E402
-from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, full_topic  # noqa: E402
 from vggt_ros.sim.bags import write_sequence_bag  # noqa: E402
 from vggt_ros.sim.sequences import make_sequence  # noqa: E402
 
@@ -89,15 +88,13 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
         wait_for(lambda: h.node.stats().get("camera_infos", 0) >= 1, 5.0, "camera_info")
         h.play(seq, range(N))
         wait_for(lambda: all(len(h.got(t)) == N for t in COMPARED), 30.0, h.state)
-        wait_for(lambda: len(h.tracks_pub.snapshot()) == 3 and h.got("path")
+        wait_for(lambda: len(h.got("tracks")) == 3 and h.got("path")
                  and len(h.got("path")[-1].poses) == N and h.got("map")
                  and stamp_ns_of(h.got("map")[-1]) == int(seq.stamps_ns[-1]), 10.0,
                  "tracks, the whole path and the map of every frame")
         # topics and types: what the replay writes is what the node publishes
         node_topics = {name: t[0] for name, t in h.node.get_publisher_names_and_types_by_node(
             "vggt_node", "/vggt") if name not in ("/rosout", "/parameter_events")}
-        node_topics["/tf"] = OUTPUTS_BY_KEY["tf"].msg_type  # sent through the (stand-in) broadcaster
-        node_topics[full_topic(OUTPUTS_BY_KEY["tracks"], "/vggt")] = OUTPUTS_BY_KEY["tracks"].msg_type
         assert node_topics == types
 
         for topic in COMPARED:
@@ -107,12 +104,12 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
                 [int(s) for s in seq.stamps_ns]
             for a, b in zip(got, want, strict=True):
                 assert_same(msg_to_fields(a), msg_to_fields(b), topic)
-        tfs = h.broadcaster.snapshot()
+        tfs = h.tf()
         want_tf = [t for m in written["/tf"] for t in m.transforms]
         assert len(tfs) == len(want_tf) == N
         for a, b in zip(tfs, want_tf, strict=True):
             assert_same(msg_to_fields(a), msg_to_fields(b), "tf")
-        for a, b in zip(h.tracks_pub.snapshot(), written["/vggt/tracks"], strict=True):
+        for a, b in zip(h.got("tracks"), written["/vggt/tracks"], strict=True):
             assert_same(msg_to_fields(a), msg_to_fields(b), "tracks")
         assert_same(msg_to_fields(h.got("path")[-1]), msg_to_fields(written["/vggt/path"][-1]), "path")
         assert_same(msg_to_fields(h.got("map")[-1]), msg_to_fields(written["/vggt/map"][-1]), "map")

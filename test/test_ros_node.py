@@ -1,8 +1,10 @@
 """The real rclpy node end to end: a test publisher plays a synthetic sequence, a probe node records
 every output topic, and the outputs are checked against the sequence's ground truth.
 
-tf2_ros and the generated KeypointTracks class have no wheels here: the node gets recording
-stand-ins (test/ros_stand_ins.py) through its factory arguments; everything else is real rclpy/DDS.
+Everything is real rclpy/DDS: the node's TF goes out as tf2_msgs/TFMessage on /tf and its tracks as
+the generated vggt_ros/msg/KeypointTracks (both from the colcon install space: run the tests in its
+environment, README). Only tf2_ros's Buffer has no wheel: TF lookups get a stand-in
+(test/ros_stand_ins.py) through the node's factory argument.
 Every wait is bounded.
 """
 
@@ -19,12 +21,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from ros_stand_ins import (  # noqa: E402
-    FunctionTfBuffer,
-    KeypointTracks,
-    RecordingPublisher,
-    RecordingTfBroadcaster,
-)
+from ros_stand_ins import FunctionTfBuffer  # noqa: E402
 
 from vggt_ros.core.frames import REP103_R_OPTICAL, invert_pose  # noqa: E402
 from vggt_ros.core.oracle import OraclePredictor  # noqa: E402
@@ -90,14 +87,14 @@ class Harness:
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from tf2_msgs.msg import TFMessage  # the install space's (README: run the tests in its environment)
+        from vggt_ros.msg import KeypointTracks
 
         from vggt_ros.ros.node import VggtNode
 
         types = {"Image": Image, "CameraInfo": CameraInfo, "PointCloud2": PointCloud2, "Odometry": Odometry,
                  "Path": Path}
         self.ns = ns
-        self.broadcaster = RecordingTfBroadcaster()
-        self.tracks_pub = RecordingPublisher()
         self.tf_buffer = FunctionTfBuffer(tf_transforms or {})
         # keep_all: every frame is processed (the paced tests count exact outputs); the burst test
         # overrides it with keep_newest
@@ -107,10 +104,7 @@ class Harness:
         base.update(params)
         self.node = VggtNode(
             params=base, predictor=predictor, context=ctx, namespace=ns,
-            tf_broadcaster_factory=lambda n: self.broadcaster,
             tf_buffer_factory=lambda n: self.tf_buffer,
-            tracks_msg_type=KeypointTracks,
-            tracks_publisher_factory=lambda n, t, topic, q: self.tracks_pub,
         )
         self.probe = Node("probe", namespace=ns, context=ctx)
         self.lock = threading.Lock()
@@ -123,6 +117,9 @@ class Harness:
                              reliability=ReliabilityPolicy.RELIABLE)
         self.subs.append(self.probe.create_subscription(PointCloud2, "map", self._rec("map"), latched))
         self.subs.append(self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._rec("diag"),
+                                                        reliable))
+        self.subs.append(self.probe.create_subscription(TFMessage, "/tf", self._rec("tf"), reliable))
+        self.subs.append(self.probe.create_subscription(KeypointTracks, "tracks", self._rec("tracks"),
                                                         reliable))
         self.image_pub = self.probe.create_publisher(Image, "image", reliable)
         self.compressed_pub = self.probe.create_publisher(CompressedImage, "image/compressed", reliable)
@@ -153,6 +150,10 @@ class Harness:
     def got(self, topic: str) -> list:
         with self.lock:
             return list(self.msgs[topic])
+
+    def tf(self) -> list:
+        """Every TransformStamped the node sent on /tf, in order."""
+        return [t for m in self.got("tf") for t in m.transforms]
 
     def send(self, rgb: np.ndarray, stamp_ns: int, K: np.ndarray | None = None, encoding: str = "rgb8",
              wait: bool = True, frame_id: str = CAM) -> None:
@@ -317,7 +318,7 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
         wait_for(lambda: h.got("path") and len(h.got("path")[-1].poses) == 12, 3.0, "the path of all frames")
         path = h.got("path")[-1]
         assert [stamp_ns_of(p) for p in path.poses] == stamps and path.header.frame_id == "map"
-        tfs = h.broadcaster.snapshot()
+        tfs = h.tf()
         assert [stamp_ns_of(t) for t in tfs] == stamps
         for t in tfs:
             assert (t.header.frame_id, t.child_frame_id) == ("map", CAM)
@@ -350,8 +351,8 @@ def test_oracle_end_to_end_outputs_match_ground_truth(ctx, seq, tmp_path, overla
 
         # tracks: one message per window, source stamps, sizes consistent. They are published after
         # the window's frames (and after the map is marked dirty), so wait for them too.
-        wait_for(lambda: len(h.tracks_pub.snapshot()) >= 3, 5.0, "tracks of the 3 windows")
-        tracks = h.tracks_pub.snapshot()
+        wait_for(lambda: len(h.got("tracks")) >= 3, 5.0, "tracks of the 3 windows")
+        tracks = h.got("tracks")
         assert len(tracks) == 3
         for t in tracks:
             out = keypoint_tracks_msg_to_output(t)
@@ -479,7 +480,7 @@ def test_base_frame_tf_composition(ctx, seq, map_to_odom):
     try:
         h.play(seq, range(6))
         wait_for(lambda: len(h.got("odometry")) == 6 and len(h.got("map")) >= 1, 15.0, "6 poses and a map")
-        tfs = h.broadcaster.snapshot()
+        tfs = h.tf()
         assert [stamp_ns_of(t) for t in tfs] == [int(s) for s in seq.stamps_ns[:6]]
         for t in tfs:
             T = transform_msg_to_matrix(t.transform)
@@ -577,7 +578,7 @@ def test_small_random_vggt_on_cpu_end_to_end(ctx, seq):
         assert [stamp_ns_of(m) for m in infos] == [stamp_ns_of(m) for m in h.got("depth/image")][
             :len(infos)]
         # tracks follow the window's frames on the worker thread: wait, the depth images may be ahead
-        wait_for(lambda: len(h.tracks_pub.snapshot()) >= 1, 10.0, "tracks of the bootstrap window")
+        wait_for(lambda: len(h.got("tracks")) >= 1, 10.0, "tracks of the bootstrap window")
         assert h.node.diagnostics_values()["device"] == "cpu"
         assert h.node.stats().get("worker_errors", 0) == 0
     finally:
@@ -589,11 +590,9 @@ def test_invalid_parameters_fail_at_startup(ctx):
 
     with pytest.raises(ValueError, match="window_size"):
         VggtNode(params=dict(predictor="oracle", checkpoint="", window_size=1), predictor=object(),
-                 context=ctx,
-                 tf_broadcaster_factory=RecordingTfBroadcaster)
+                 context=ctx)
     with pytest.raises(ValueError, match="oracle"):
-        VggtNode(params=dict(predictor="oracle", checkpoint=""), context=ctx,
-                 tf_broadcaster_factory=RecordingTfBroadcaster)
+        VggtNode(params=dict(predictor="oracle", checkpoint=""), context=ctx)
 
 
 
@@ -603,20 +602,6 @@ def test_main_exits_with_a_clear_message_on_invalid_parameters(capsys):
     rc = main(["--ros-args", "-p", "window_size:=1", "-p", "predictor:=vggt"])
     assert rc == 2
     assert "window_size" in capsys.readouterr().err
-
-
-def test_keypoint_tracks_stand_in_mirrors_the_msg_file():
-    from pathlib import Path
-
-    from ros_stand_ins import KEYPOINT_TRACKS_FIELD_TYPES
-
-    msg = Path(__file__).resolve().parents[1] / "msg" / "KeypointTracks.msg"
-    decl = [line.split("#")[0].split() for line in msg.read_text().splitlines()]
-    fields = {d[1]: d[0] for d in decl if len(d) == 2}
-    rosidl = {"std_msgs/Header": "std_msgs/Header",
-              "builtin_interfaces/Time[]": "sequence<builtin_interfaces/Time>", "uint32": "uint32",
-              "int64[]": "sequence<int64>", "float32[]": "sequence<float>"}
-    assert {k: rosidl[v] for k, v in fields.items()} == KEYPOINT_TRACKS_FIELD_TYPES
 
 
 def test_a_bag_loop_resets_the_node_automatically(ctx, seq):

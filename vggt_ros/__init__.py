@@ -7,3 +7,7 @@ builders and decoders), ``sim`` (synthetic scenes), ``ros`` (parameter table and
 """
 
 __version__ = "0.1.0"
+
+# The generated messages (vggt_ros.msg, built by colcon) live in the install space's vggt_ros package,
+# next to a copy of this one: a source checkout on sys.path (tests, development) finds them too.
+__path__ = __import__("pkgutil").extend_path(__path__, __name__)
