@@ -87,10 +87,15 @@ class Harness:
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-        from tf2_msgs.msg import TFMessage  # the install space's (README: run the tests in its environment)
-        from vggt_ros.msg import KeypointTracks
 
         from vggt_ros.ros.node import VggtNode
+
+        try:  # the install space's (README: run the tests in its environment)
+            from tf2_msgs.msg import TFMessage
+            from vggt_ros.msg import KeypointTracks
+        except ImportError as exc:
+            pytest.fail(f"{exc}: run the tests in the colcon install space's environment (README: source "
+                        "install/setup.bash after scripts/colcon_build.sh)", pytrace=False)
 
         types = {"Image": Image, "CameraInfo": CameraInfo, "PointCloud2": PointCloud2, "Odometry": Odometry,
                  "Path": Path}
