@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from colcon_install import REPO, InstallSpaceMissing, environment, install_space
+from colcon_install import REPO, environment
 
 # Our own DDS domain range (test/conftest.py uses 100..199), so a DDS test here never sees another
 # test run's /tf.
@@ -25,12 +25,6 @@ DOMAIN_ID = 200 + os.getpid() % 30
 TIMEOUT = 120  # seconds for one subprocess on a loaded 2-core machine
 
 
-@pytest.fixture(scope="module")
-def space():
-    try:
-        return install_space()
-    except InstallSpaceMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture()

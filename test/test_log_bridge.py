@@ -18,16 +18,6 @@ from vggt_ros.ros.log_bridge import (  # noqa: E402
 )
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    from rclpy.context import Context
-
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
-
-
 class RosoutProbe:
     """A probe node recording /rosout (rcl_interfaces/Log) on its own executor thread."""
 

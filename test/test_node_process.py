@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from colcon_install import InstallSpaceMissing, environment, install_space
+from colcon_install import environment
 
 from vggt_ros.ros.launch_config import node_command, node_launch_config
 
@@ -34,12 +34,6 @@ TOPICS = {
 }
 
 
-@pytest.fixture(scope="module")
-def space():
-    try:
-        return install_space()
-    except InstallSpaceMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture()

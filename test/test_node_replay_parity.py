@@ -27,14 +27,6 @@ PARAMS = dict(predictor="oracle", checkpoint="", window_size=6, stride=3, skip_p
 COMPARED = ("odometry", "depth/image", "depth/camera_info", "depth/confidence", "depth/rgb", "points")
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    from rclpy.context import Context
-
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
 
 
 def assert_same(a, b, where: str = "msg") -> None:

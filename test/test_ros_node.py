@@ -21,6 +21,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
+from predictor_doubles import OomAbove  # noqa: E402
 from ros_stand_ins import FunctionTfBuffer  # noqa: E402
 
 from vggt_ros.core.frames import REP103_R_OPTICAL, invert_pose  # noqa: E402
@@ -54,14 +55,6 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str | Callable[[], 
     raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
-@pytest.fixture(scope="module")
-def ctx():
-    from rclpy.context import Context
-
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
 
 
 @pytest.fixture(scope="module")
@@ -538,18 +531,6 @@ def test_compressed_rgbd_stream_gets_metric_depth_from_the_depth_topic(ctx, seq)
 
 
 def test_oom_shrinks_the_window_and_keeps_running(ctx, seq):
-    from vggt_ros.model.engine import InferenceOutOfMemory
-
-    class OomAbove(PredictorBase):
-        def __init__(self, inner: Any, limit: int) -> None:
-            self.inner, self.limit, self.sizes = inner, limit, []
-
-        def predict(self, images, query_points=None, frame_keys=None):
-            self.sizes.append(len(images))
-            if len(images) > self.limit:
-                raise InferenceOutOfMemory(f"fake OOM for {len(images)} frames")
-            return self.inner.predict(images, query_points, frame_keys)
-
     pred = OomAbove(OraclePredictor(seq, target_size=TARGET), 4)
     h = Harness(ctx, "/oom", dict(predictor="oracle", checkpoint="", window_size=6, stride=3), predictor=pred)
     try:

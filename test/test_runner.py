@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from predictor_doubles import OomAbove
 
 from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
@@ -140,22 +141,9 @@ def test_threaded_runner_gives_the_synchronous_runs_outputs(seq, threaded, overl
     assert runner.stats()["windows_emitted"] == len(got) and not runner.stats().get("worker_errors")
 
 
-class _OomAbove(PredictorBase):
-    def __init__(self, inner, limit: int) -> None:
-        self.inner, self.limit, self.sizes = inner, limit, []
-
-    def predict(self, images, query_points=None, frame_keys=None):
-        from vggt_ros.model.engine import InferenceOutOfMemory
-
-        self.sizes.append(len(images))
-        if len(images) > self.limit:
-            raise InferenceOutOfMemory(f"fake OOM for {len(images)} frames")
-        return self.inner.predict(images, query_points, frame_keys)
-
-
 def test_out_of_memory_shrinks_the_windows_in_both_modes(seq):
     for threaded in (False, True):
-        pred = _OomAbove(OraclePredictor(seq, target_size=TARGET), 4)
+        pred = OomAbove(OraclePredictor(seq, target_size=TARGET), 4)
         outs, runner = _run(seq, threaded=threaded, overlap=True, predictor=pred)
         s = runner.stats()
         assert s["oom_events"] == 2 and s["frames_dropped_oom"] == 2 and runner.max_window_frames == 4
