@@ -71,7 +71,6 @@ class StreamRunner:
         self._placed: queue.Queue[tuple[PlacedWindow, float]] = queue.Queue(maxsize=OUTPUT_QUEUE_SIZE)
         self._worker: threading.Thread | None = None
         self._emitter: threading.Thread | None = None
-        self._busy = False  # the worker holds a window (wait_idle)
         self._time_jump_ns = int(time_jump_s * 1e9)  # 0: never reset on stamps going back
         self._on_reset = on_reset
         self._newest_stamp: int | None = None
@@ -176,16 +175,6 @@ class StreamRunner:
             self._worker = self._emitter = None
         return not alive
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Threaded mode: wait until no window is ready, in flight or queued for output."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            c = self.pipeline.counters()
-            if c["pending"] < self.pipeline.config.stride and self._placed.empty() and not self._busy:
-                return True
-            time.sleep(0.01)
-        return False
-
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -198,14 +187,11 @@ class StreamRunner:
                 self._wake.wait(IDLE_WAIT_S)
                 self._wake.clear()
                 continue
-            self._busy = True
             try:
                 self._run_job(job, serial=False)
             except Exception as exc:
                 self._count("worker_errors")
                 self._log.error(f"window {job.window_index} failed: {exc!r}")
-            finally:
-                self._busy = False
 
     def _emit_loop(self) -> None:
         """Output thread: emit placed windows in order; drains the queue on stop."""
