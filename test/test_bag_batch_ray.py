@@ -2,7 +2,8 @@
 the sequential batch; without the ``ray`` extra, ``--ray`` is a clear error (exit 2).
 
 The Ray test starts a private local instance (2 CPUs, 100 MiB object store, no dashboard) and shuts it
-down at the end; it takes about 20 s on 2 cores, most of it Ray's start-up.
+down at the end. Measured on 2 cores: ~25 s for the test (sequential ~6 s, Ray ~19 s: ~9 s start-up, ~5 s
+for each worker to import torch and vggt_ros, 1.5 s shut-down); the whole process tree peaks at ~1.7 GB RSS.
 """
 
 from __future__ import annotations
