@@ -2,10 +2,11 @@
 
     vggt-ros-replay BAG [BAG ...] --out DIR [--params config/vggt.yaml] [--predictor vggt|oracle]
         [--checkpoint CKPT] [--image-topic T] [--depth-topic T] [--gt FILE | --gt-topic SPEC]
-        [--realtime RATE] [--max-frames N] [--set NAME=VALUE ...]
+        [--realtime RATE] [--max-frames N] [--set NAME=VALUE ...] [--ray local|auto|ADDRESS]
 
-Several bags give one subfolder each plus summary.md and summary.csv with one row per bag. Exit code
-2 on bad input (a message, no traceback).
+Several bags give one subfolder each plus summary.md and summary.csv with one row per bag; with
+``--ray`` each bag is a Ray task (:mod:`vggt_ros.bag.batch`; the optional ``ray`` extra). Exit code
+2 on bad input (a message, no traceback), 1 when a Ray task itself failed.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vggt_ros.bag.batch import BagJob, run_ray, run_sequential
 from vggt_ros.bag.errors import ReplayError
-from vggt_ros.bag.replay import ReplayOptions, load_params, replay_bag
+from vggt_ros.bag.replay import ReplayOptions, load_params
 from vggt_ros.bag.report import batch_row, write_batch_summary
 
 
@@ -82,7 +84,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--oracle-trans-noise", type=float, default=0.0)
     ap.add_argument("--oracle-depth-noise", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run each bag as a Ray task: 'local' (a private local instance), 'auto' (the running "
+        "cluster) or HOST:PORT; needs the 'ray' extra",
+    )
+    ap.add_argument("--ray-gpus-per-bag", type=float, default=0.0, metavar="N", help="GPUs per Ray task")
+    ap.add_argument("--no-progress", action="store_true", help="no bars over bags and frames")
     ap.add_argument("--log-level", default="WARNING")
     return ap
 
@@ -137,24 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     batch = len(args.bags) > 1
-    rows, failed, used = [], 0, set()
-    for bag in args.bags:
-        name = _bag_name(bag, used)
-        target = out / name if batch else out
-        try:
-            m = replay_bag(bag, target, opts)
-            rows.append(batch_row(name, m))
-            t = m.get("trajectory") or {}
-            ate_txt = f", ATE RMSE {t['ate']['rmse']:.4g} ({t['alignment']})" if "ate" in t else ""
-            print(f"{name}: {m['frames_processed']} frames{ate_txt} -> {target}")
-        except ReplayError as exc:
-            failed += 1
-            print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
-            rows.append(batch_row(name, None, str(exc)))
+    used: set[str] = set()
+    names = [_bag_name(bag, used) for bag in args.bags]
+    jobs = [BagJob(n, bag, str(out / n if batch else out)) for n, bag in zip(names, args.bags)]
+    try:
+        if args.ray:
+            results = run_ray(jobs, opts, args.ray, args.ray_gpus_per_bag)
+        else:
+            results = run_sequential(jobs, opts)
+    except ReplayError as exc:
+        print(f"vggt-ros-replay: error: {exc}", file=sys.stderr)
+        return 2
     if batch:
         out.mkdir(parents=True, exist_ok=True)
-        write_batch_summary(out, rows)
-    return 2 if failed else 0
+        write_batch_summary(out, [batch_row(r.job.name, r.metrics, r.error) for r in results])
+    if any(r.error and not r.crashed for r in results):
+        return 2
+    return 1 if any(r.crashed for r in results) else 0
 
 
 if __name__ == "__main__":
