@@ -53,8 +53,17 @@ def test_truncated_ros2_file(bags, tmp_path, capsys, suffix):  # noqa: F811
     src = bags.mcap_file if suffix == ".mcap" else next(bags.db3.glob("*.db3"))
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(src.read_bytes()[: src.stat().st_size // 3])
-    rc, err = _run([cut, "--out", tmp_path / "o"], capsys)
+    # issue 14: a truncated file yields its intact part (it used to be refused: exit code 2)
+    rc, err = _run([cut, "--out", tmp_path / "o", "--predictor", "oracle", "--gt", bags.gt, *FAST], capsys)
+    assert rc == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["damage"]["recovery"]["reason"].startswith("cannot be opened")
+    assert 0 < m["frames_processed"] < NUM_FRAMES
+    # nothing readable at all: still exit code 2 with the format's repair hint
+    cut.write_bytes(src.read_bytes()[:64])
+    rc, err = _run([cut, "--out", tmp_path / "o2"], capsys)
     assert rc == 2 and "truncated or damaged" in err
+    assert ("mcap recover" if suffix == ".mcap" else ".recover") in err
 
 
 def test_unknown_encoding_frames_are_counted_and_skipped(bags, tmp_path, capsys):  # noqa: F811

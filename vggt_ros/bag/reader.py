@@ -10,9 +10,12 @@ Topic selection when not given: the colour image topic is the one ``sensor_msgs/
 raw preferred over compressed of the same stream); camera_info is looked up in the image's namespace;
 the depth topic (optional, for depth metrics and the oracle) is an Image topic whose name says "depth".
 
-Bad input never ends in a traceback: a bag that cannot be opened (truncated, damaged) or has no
-usable image topic raises :class:`ReplayError`; undecodable frames are skipped with counters and a
-warning; a bag that breaks off mid-way is read up to the break (warning with the count).
+Bad input never ends in a traceback: a bag without a usable image topic raises :class:`ReplayError`;
+a message that does not deserialize or validate (image, depth, CameraInfo, TF, GT pose) is skipped and
+counted per topic (rate-limited warnings); the first valid CameraInfo gives the intrinsics and later
+ones are followed. A damaged bag file (truncated, a bad chunk, bad SQLite pages) is read on past the
+damage by :class:`~vggt_ros.bag.recovery.SalvagedReader` (what was lost goes to ``stats.recovery``);
+only a bag with nothing readable raises :class:`ReplayError` with the format's repair hint.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,9 @@ import numpy as np
 
 from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.groundtruth import GroundTruth, compose_tf_path, parse_gt_topic_spec
-from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
-from vggt_ros.messages.errors import MessageError
+from vggt_ros.bag.recovery import SalvagedReader, repair_hint
+from vggt_ros.bag.stats import ReadStats
+from vggt_ros.messages.camera_info import UncalibratedCamera, camera_info_msg_to_intrinsics
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix
 from vggt_ros.messages.stamps import stamp_to_ns
@@ -61,34 +65,6 @@ class BagFrame:
     frame_id: str
     intrinsics: np.ndarray | None
     depth: np.ndarray | None = None
-
-
-@dataclass
-class ReadStats:
-    """What the reader saw: counters of skipped/odd frames, filled while iterating."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    stamps: list[int] = field(default_factory=list)
-    encodings_skipped: dict[str, int] = field(default_factory=dict)
-    read_error: str = ""
-
-    def add(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def stamp_anomalies(self) -> dict[str, int]:
-        """Out-of-order/duplicate stamps and time jumps (gap > 5x the median frame period and > 0.5 s)."""
-        s = np.asarray(self.stamps, np.int64)
-        if s.size < 2:
-            return {"out_of_order": 0, "duplicate_stamps": 0, "time_jumps": 0}
-        d = np.diff(s)
-        pos = d[d > 0]
-        med = float(np.median(pos)) if pos.size else 0.0
-        jumps = int(np.sum(d > max(5 * med, 0.5e9))) if med > 0 else 0
-        return {
-            "out_of_order": int(np.sum(d < 0)),
-            "duplicate_stamps": int(np.sum(d == 0)),
-            "time_jumps": jumps,
-        }
 
 
 def _ns(path: str) -> str:
@@ -159,17 +135,13 @@ class BagSource:
                 )
             logger.warning("%s has no metadata.yaml; reading %s directly", self.path, files[0].name)
             self.path = files[0]
+        default = get_typestore(Stores.ROS2_JAZZY)
         try:
-            self.reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+            self.reader = AnyReader([self.path], default_typestore=default)
             self.reader.open()
         except Exception as exc:  # rosbags raises several types for damaged files
             self.reader = None
-            hint = (
-                "`rosbag reindex` may repair a ROS 1 bag"
-                if self.path.suffix == ".bag"
-                else "`mcap recover` may repair an MCAP file"
-            )
-            raise ReplayError(f"cannot open bag {self.path} (truncated or damaged?): {exc}. {hint}") from None
+            self._salvage(f"cannot be opened: {exc}", default_typestore=default)
         try:
             self._choose_topics()
             self._read_camera_info()
@@ -294,16 +266,37 @@ class BagSource:
         return [c for c in self.reader.connections if c.topic in topics]
 
     def _read_camera_info(self) -> None:
+        """Intrinsics from the first valid CameraInfo (damaged/invalid ones before it are skipped)."""
         if not self.camera_info_topic:
             return
-        for conn, _, raw in self.reader.messages(connections=self._connections(self.camera_info_topic)):
+        for conn, t, raw in self._safe_messages((self.camera_info_topic,), "camera_info"):
+            if self._camera_info(conn, t, raw):
+                return
+        if self.intrinsics is None:
+            logger.warning(
+                "camera_info topic %s has no valid message; the predictor's intrinsics are used",
+                self.camera_info_topic,
+            )
+
+    def _camera_info(self, conn: Any, t: int, raw: bytes) -> bool:
+        """Follow one CameraInfo message: True (and the intrinsics updated) when it is valid."""
+        try:
             msg = self.reader.deserialize(raw, conn.msgtype)
-            try:  # (k, or K as ROS 1 spells it)
-                self.intrinsics, self.camera_hw = camera_info_msg_to_intrinsics(msg)
-            except MessageError as exc:  # UncalibratedCamera or a malformed CameraInfo
-                logger.warning("%s: %s; the predictor's intrinsics are used", self.camera_info_topic, exc)
-            return
-        logger.warning("camera_info topic %s has no messages", self.camera_info_topic)
+            K, hw = camera_info_msg_to_intrinsics(msg)  # (k, or K as ROS 1 spells it)
+        except UncalibratedCamera as exc:
+            self.stats.add("camera_info_uncalibrated")
+            if self.stats.counts["camera_info_uncalibrated"] == 1:
+                logger.warning("%s: %s; such messages are skipped", conn.topic, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - MessageError, or rosbags' errors for a damaged payload
+            self.stats.damaged_message(conn.topic, t, exc)
+            return False
+        if self.intrinsics is not None and (hw != self.camera_hw or not np.array_equal(K, self.intrinsics)):
+            self.stats.add("camera_info_changes")
+            if self.stats.counts["camera_info_changes"] == 1:
+                logger.warning("%s: the camera intrinsics change during the bag; followed", conn.topic)
+        self.intrinsics, self.camera_hw = K, hw
+        return True
 
     # ------------------------------------------------------------------ bag facts
     @property
@@ -317,7 +310,7 @@ class BagSource:
 
     def first_image_stamp(self) -> tuple[int, int] | None:
         """(header stamp, log time) of the first image message, for relating GT time to bag time."""
-        for conn, t, raw in self.reader.messages(connections=self._connections(self.image_topic)):
+        for conn, t, raw in self._safe_messages((self.image_topic,), "image"):
             try:
                 return _message_stamp(self.reader.deserialize(raw, conn.msgtype)) or int(t), int(t)
             except Exception:  # noqa: BLE001 - judged later, frame by frame
@@ -342,16 +335,22 @@ class BagSource:
             tf_topics = [topic] + [
                 t for t, (m, _) in topics.items() if m in TF_TYPES and t != topic and t.endswith("tf_static")
             ]
-            for conn, _, raw in self._safe_messages(self._connections(*tf_topics), "GT"):
-                msg = self.reader.deserialize(raw, conn.msgtype)
-                for tr in msg.transforms:
-                    key = (tr.header.frame_id.strip("/"), tr.child_frame_id.strip("/"))
-                    edges.setdefault(key, []).append(
+            for conn, t, raw in self._safe_messages(tuple(tf_topics), "GT"):
+                try:
+                    msg = self.reader.deserialize(raw, conn.msgtype)
+                    samples = [
                         (
+                            (tr.header.frame_id.strip("/"), tr.child_frame_id.strip("/")),
                             stamp_to_ns(tr.header.stamp.sec, tr.header.stamp.nanosec),
                             transform_msg_to_matrix(tr.transform),
                         )
-                    )
+                        for tr in msg.transforms
+                    ]
+                except Exception as exc:  # noqa: BLE001 - MessageError or a damaged payload: skipped
+                    self.stats.damaged_message(conn.topic, t, exc)
+                    continue
+                for key, stamp, T in samples:
+                    edges.setdefault(key, []).append((stamp, T))
             return compose_tf_path(edges, frames, source=f"{self.path.name}{topic}")
         if msgtype not in POSE_TYPES:
             raise ReplayError(
@@ -361,42 +360,76 @@ class BagSource:
         if frames:
             raise ReplayError(f"--gt-topic {spec!r}: a frame path only applies to TF topics")
         stamps, poses = [], []
-        for conn, _, raw in self._safe_messages(self._connections(topic), "GT"):
-            msg = self.reader.deserialize(raw, conn.msgtype)
-            if msgtype.endswith("TransformStamped"):
-                T = transform_msg_to_matrix(msg.transform)
-            else:
-                p = msg.pose
-                T = pose_msg_to_matrix(p.pose if hasattr(p, "pose") else p)
-            stamps.append(_message_stamp(msg))
+        for conn, t, raw in self._safe_messages((topic,), "GT"):
+            try:
+                msg = self.reader.deserialize(raw, conn.msgtype)
+                if msgtype.endswith("TransformStamped"):
+                    T = transform_msg_to_matrix(msg.transform)
+                else:
+                    p = msg.pose
+                    T = pose_msg_to_matrix(p.pose if hasattr(p, "pose") else p)
+                stamp = _message_stamp(msg)
+            except Exception as exc:  # noqa: BLE001 - MessageError or a damaged payload: skipped
+                self.stats.damaged_message(conn.topic, t, exc)
+                continue
+            stamps.append(stamp)
             poses.append(T)
         if not stamps:
             raise ReplayError(f"--gt-topic {topic} has no messages")
         return GroundTruth(np.array(stamps, np.int64), np.stack(poses), source=f"{self.path.name}{topic}")
 
     # ------------------------------------------------------------------ frames
-    def _safe_messages(self, connections: list[Any], what: str) -> Iterator[tuple[Any, int, bytes]]:
-        """Messages until the end or until the bag breaks off (warning with the count, no traceback)."""
-        n = 0
-        it = self.reader.messages(connections=connections)
+    def _salvage(self, reason: str, **kw: Any) -> None:
+        """Replace the reader by a :class:`SalvagedReader` (the bag is damaged); ReplayError when nothing
+        at all can be read."""
+        try:
+            salvaged = SalvagedReader(self.path, **kw).open()
+        except Exception as exc:  # noqa: BLE001 - the scan itself failed: nothing to salvage
+            logger.warning("%s: salvage failed: %s", self.path, exc)
+            salvaged = None
+        if salvaged is None or not any(c.msgcount for c in salvaged.connections):
+            raise ReplayError(
+                f"cannot read bag {self.path} (truncated or damaged?): {reason}. {repair_hint(self.path)}"
+            )
+        self.stats.recovery = {"reason": reason, **salvaged.report}
+        logger.warning(
+            "%s is truncated or damaged (%s): salvaged %d messages past the damage; %s",
+            self.path,
+            reason,
+            salvaged.report["messages_recovered"],
+            salvaged.report["hint"],
+        )
+        if self.reader is not None:
+            self.close()
+        self.reader = salvaged
+
+    def _safe_messages(self, topics: tuple[str, ...], what: str) -> Iterator[tuple[Any, int, bytes]]:
+        """Messages of ``topics`` to the end; when the bag turns out damaged mid-way, the reader is
+        replaced by a salvaging one and reading goes on after the messages already given."""
+        seen: set[tuple[str, int]] = set()
+        it = self.reader.messages(connections=self._connections(*topics))
         while True:
             try:
-                item = next(it)
+                conn, t, raw = next(it)
             except StopIteration:
                 return
-            except Exception as exc:  # truncated chunk, bad compression, ...
-                self.stats.read_error = f"{type(exc).__name__}: {exc}"
-                self.stats.add("read_errors")
-                logger.warning(
-                    "%s: reading %s stopped after %d messages (bag truncated or damaged?): %s",
-                    self.path,
-                    what,
-                    n,
-                    exc,
+            except Exception as exc:  # truncated chunk, bad compression, bad SQLite page ...
+                if isinstance(self.reader, SalvagedReader):  # a scan error: the end of what can be read
+                    self.stats.read_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.add("read_errors")
+                    logger.warning("%s: reading %s stopped: %s", self.path, what, exc)
+                    return
+                expected = {t: n for t, (_, n) in self.topics.items()}
+                self._salvage(
+                    f"read error after {len(seen)} {what} messages: {type(exc).__name__}: {exc}",
+                    typestore=self.reader.typestore,
+                    expected=expected,
                 )
-                return
-            n += 1
-            yield item
+                it = (m for m in self.reader.messages(connections=self._connections(*topics))
+                      if (m[0].topic, m[1]) not in seen)
+                continue
+            seen.add((conn.topic, int(t)))
+            yield conn, t, raw
 
     def _decode_image(self, conn: Any, t: int, raw: bytes) -> BagFrame | None:
         st = self.stats
@@ -411,6 +444,7 @@ class BagSource:
                 logger.warning("%s: %s; such frames are skipped (counted)", self.image_topic, exc)
             return None
         except Exception as exc:  # noqa: BLE001 - MessageError, or rosbags' errors for a damaged CDR payload
+            st.damaged_message(conn.topic, t, exc)
             st.add("skipped_decode_error")
             if st.counts["skipped_decode_error"] == 1:
                 logger.warning(
@@ -437,11 +471,13 @@ class BagSource:
             st.add("intrinsics_rescaled")
         return BagFrame(stamp, int(t), rgb, str(msg.header.frame_id).strip("/") or "camera_optical_frame", K)
 
-    def _decode_depth(self, conn: Any, raw: bytes) -> tuple[int, np.ndarray] | None:
+    def _decode_depth(self, conn: Any, t: int, raw: bytes) -> tuple[int, np.ndarray] | None:
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
             return _message_stamp(msg), depth_msg_to_array(msg)
         except Exception as exc:  # noqa: BLE001 - MessageError (e.g. unsupported encodings), damaged CDR
+            if not isinstance(exc, UnsupportedEncoding):
+                self.stats.damaged_message(conn.topic, t, exc)
             self.stats.add("depth_skipped")
             if self.stats.counts["depth_skipped"] == 1:
                 logger.warning(
@@ -469,7 +505,7 @@ class BagSource:
     def frames(self, max_frames: int | None = None) -> Iterator[BagFrame]:
         """Decoded frames in bag order, each with its depth image paired by the node's policy
         (:class:`~vggt_ros.runner.depth_pairing.DepthPairing`, nearest within ``depth_match_ns``)."""
-        topics = [self.image_topic] + ([self.depth_topic] if self.depth_topic else [])
+        topics = [self.image_topic] + [t for t in (self.depth_topic, self.camera_info_topic) if t]
         pairing: DepthPairing[BagFrame] = DepthPairing(self.depth_match_ns)
         emitted = 0
 
@@ -483,17 +519,21 @@ class BagSource:
                 emitted += 1
                 yield self._attach_depth(p.item, p.depth) if self.depth_topic else p.item
 
-        for conn, t, raw in self._safe_messages(self._connections(*topics), "frames"):
+        first_info = (self.intrinsics, self.camera_hw)  # the first valid one also applies before it
+        for conn, t, raw in self._safe_messages(tuple(topics), "frames"):
             if max_frames is not None and emitted >= max_frames:
                 break
-            if conn.topic == self.image_topic:
+            if conn.topic == self.camera_info_topic:
+                self._camera_info(conn, t, raw)  # the latest valid CameraInfo applies to the next images
+            elif conn.topic == self.image_topic:
                 f = self._decode_image(conn, t, raw)
                 if f is not None:
                     yield from ready(pairing.add_image(f.stamp_ns, f) if self.depth_topic
                                      else [Paired(f, f.stamp_ns, None)])
             else:
-                d = self._decode_depth(conn, raw)
+                d = self._decode_depth(conn, t, raw)
                 if d is not None:
                     yield from ready(pairing.add_depth(*d))
         if max_frames is None or emitted < max_frames:
             yield from ready(pairing.drain())
+        self.intrinsics, self.camera_hw = first_info

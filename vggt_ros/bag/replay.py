@@ -381,6 +381,7 @@ def replay_bag(
                 f"bag ended early (truncated or damaged?) after {counts.get('image_messages', 0)} "
                 f"image messages: {stats.read_error}"
             )
+        warnings.extend(stats.damage_warnings())  # damaged messages skipped, damaged file salvaged
         if oracle_skipped:
             warnings.append(
                 f"{oracle_skipped} frames skipped: no GT pose within "
@@ -428,6 +429,7 @@ def replay_bag(
             "metric": bool(col.metric),
             "scale_m_per_unit": float(pipe.scale),
             "reader": {**counts, **anomalies},
+            "damage": {"damaged_messages_by_topic": dict(stats.damaged), "recovery": dict(stats.recovery)},
             "pipeline_counters": pc,
             "output_bag": str(writer.mcap_file.relative_to(out)),
             "output_messages": writer.counts,

@@ -83,6 +83,8 @@ def write_sequence_bag(
     with_camera_info: bool = True,
     stamp_offset_ns: int = 0,
     header_stamps_ns: Iterable[int] | None = None,
+    ros1_chunk_bytes: int | None = None,
+    garbage_payloads: dict[str, Iterable[int]] | None = None,
 ) -> Path:
     """Write ``seq`` (a :class:`vggt_ros.sim.sequences.SyntheticSequence`) as a bag; returns its path.
 
@@ -92,10 +94,14 @@ def write_sequence_bag(
     bad-input tests.
     ``stamp_offset_ns`` shifts every stamp (e.g. to make GT files not overlap); ``header_stamps_ns``
     replaces the header stamps (out-of-order stamps, a time jump); log times stay in frame order.
+    ``ros1_chunk_bytes``: the ROS 1 writer's chunk size (default rosbags' 1 MiB; small for many chunks).
+    ``garbage_payloads``: topic -> frame indices whose message is written as garbage bytes (damaged
+    message tests).
     """
     if fmt not in BAG_FORMATS:
         raise ValueError(f"bag format must be one of {BAG_FORMATS}, got {fmt!r}")
     bad = {int(i) for i in bad_encoding_frames}
+    garbage = {t: {int(i) for i in idx} for t, idx in (garbage_payloads or {}).items()}
     stamps = [int(s) for s in (seq.stamps_ns if header_stamps_ns is None else header_stamps_ns)]
     if len(stamps) != len(seq):
         raise ValueError(f"header_stamps_ns has {len(stamps)} stamps for {len(seq)} frames")
@@ -111,6 +117,8 @@ def write_sequence_bag(
         ts = _ros1_typestore()
         writer: Any = Writer1(path)
         writer.set_compression(Writer1.CompressionFormat.BZ2)
+        if ros1_chunk_bytes:
+            writer.chunk_threshold = int(ros1_chunk_bytes)
         tf_type = ROS1_TF_TYPE
 
         def serialize(msg: Any, msgtype: str) -> bytes:
@@ -137,7 +145,10 @@ def write_sequence_bag(
 
         def put(topic: str, msgtype: str, fields: dict[str, Any], _stamp: int) -> None:
             msg = to_rosbags(ts, msgtype, fields)
-            writer.write(conn(topic, msgtype), log_time, serialize(msg, msgtype))
+            raw = serialize(msg, msgtype)
+            if i in garbage.get(topic, ()):
+                raw = bytes(np.random.default_rng(i).integers(0, 256, 12, dtype=np.uint8)) + b"\xff" * 9
+            writer.write(conn(topic, msgtype), log_time, raw)
 
         for i in range(len(seq)):
             stamp = stamps[i] + int(stamp_offset_ns)
