@@ -328,6 +328,8 @@ def summary_markdown(m: Mapping[str, Any]) -> str:
                 f"| none (metric) | {_fmt(mn['abs_rel'])} | {_fmt(mn['delta1'])} | {_fmt(mn['rmse'])} |"
             )
         lines.append(f"\n{d['frames']} frames, {d['pixels_per_frame']} grid pixels per frame.")
+        if ps.get("sampled", ps["n"]) < ps["n"]:
+            lines.append(f"Per-sequence median scaling: a sample of {ps['sampled']} of {ps['n']} pixels.")
     else:
         lines.append("no GT depth topic in the bag")
     p = m.get("performance") or {}
