@@ -83,6 +83,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--oracle-rot-noise-deg", type=float, default=0.0)
     ap.add_argument("--oracle-trans-noise", type=float, default=0.0)
     ap.add_argument("--oracle-depth-noise", type=float, default=0.0)
+    ap.add_argument("--oracle-random-scale", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="oracle: a random extra scale factor per window, uniform in [LO, HI]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--ray",
@@ -129,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pose_noise_trans": args.oracle_trans_noise,
             "depth_noise": args.oracle_depth_noise,
         }
+        if args.oracle_random_scale is not None:
+            lo, hi = args.oracle_random_scale
+            if not 0 < lo <= hi:
+                raise ReplayError(f"--oracle-random-scale needs 0 < LO <= HI, got {lo:g} {hi:g}")
+            noise["random_scale"] = (lo, hi)
         opts = ReplayOptions(
             params=params,
             image_topic=args.image_topic,

@@ -30,6 +30,7 @@ import numpy as np
 
 from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.groundtruth import GroundTruth, load_tum_groundtruth
+from vggt_ros.bag.plausibility import DepthUnitCheck, first_depth_encoding
 from vggt_ros.bag.reader import BagFrame, BagSource
 from vggt_ros.bag.report import (
     DepthAccumulator,
@@ -85,6 +86,7 @@ class _Collected:
     key_stamps: list[int] = field(default_factory=list)
     key_poses: list[np.ndarray] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    window_scales: list[float] = field(default_factory=list)  # alignment scale of each accepted window
     metric: bool = False
 
 
@@ -235,6 +237,8 @@ def replay_bag(
 
     tolerance_ns = int(params["depth_sync_tolerance_s"] * 1e9)
     with BagSource(bag, opts.image_topic, opts.depth_topic, opts.camera_info_topic, tolerance_ns) as src:
+        if src.num_images == 0:  # before anything that needs a frame (the oracle's intrinsics)
+            raise ReplayError(f"{bag}: no image messages in the bag ({src.image_topic} has none)")
         gt: GroundTruth | None = None
         if opts.gt_file and opts.gt_topic:
             raise ReplayError("give either --gt or --gt-topic, not both")
@@ -265,6 +269,7 @@ def replay_bag(
         builder = OutputBuilder(params, writer.factory, frames_policy)  # no TF lookups: see PoseFrames
         schedule = BagTimeSchedule(params)
         depth_acc = DepthAccumulator()
+        depth_units = DepthUnitCheck()
         gt_depth = StampStore()
         col = _Collected()
         oracle_skipped = 0
@@ -289,6 +294,7 @@ def replay_bag(
             col.latencies.append(latency)
             if not res.accepted:
                 return
+            col.window_scales.append(float(res.scale))
             for m in builder.window(res):
                 writer.write(m)
             for f in res.frames:
@@ -326,6 +332,7 @@ def replay_bag(
                         growing.put(bf.stamp_ns, (pose[0], bf.intrinsics, bf.depth))
                     if bf.depth is not None:
                         gt_depth.put(bf.stamp_ns, bf.depth)
+                        depth_units.add(bf.depth)
                     yield _to_frame(bf, params)
             finally:
                 bar.close()
@@ -387,6 +394,8 @@ def replay_bag(
                 f"{oracle_skipped} frames skipped: no GT pose within "
                 f"{ORACLE_GT_TOLERANCE_NS / 1e6:g} ms or no depth (needed by the oracle)"
             )
+        if depth_units.implausible:  # once per bag
+            warnings.append(depth_units.warning(src.depth_topic, first_depth_encoding(src)))
         if src.depth_topic and counts.get("depth_missing"):
             warnings.append(
                 f"{counts['depth_missing']} frames without a depth image within "
@@ -449,6 +458,9 @@ def replay_bag(
                 warnings.append(f"trajectory metrics unavailable: {traj['error']}")
         metrics["trajectory"] = traj
         metrics["depth"] = depth_acc.metrics(col.metric) if len(depth_acc) else {"frames": 0}
+        ws = np.array([v for v in col.window_scales if np.isfinite(v)])  # world units per window unit
+        scales = {"min": ws.min(), "median": np.median(ws), "max": ws.max()} if ws.size else {}
+        metrics["windows"] = {"accepted": len(col.window_scales), "alignment_scale": scales}
         wall = max(wall, 1e-9)
         metrics["performance"] = {
             "wall_s": wall,

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from vggt_ros.bag.groundtruth import GroundTruth
-from vggt_ros.eval.metrics import align_trajectory, associate, ate, depth_metrics, rpe
+from vggt_ros.eval.metrics import align_trajectory, associate, ate, rpe
 
 logger = logging.getLogger(__name__)
 
@@ -97,17 +97,66 @@ def trajectory_metrics(
     return res
 
 
-class DepthAccumulator:
-    """Collects (predicted, GT) depth on a fixed pixel grid per frame for sequence-level metrics.
+class _ErrorSums:
+    """Running sums of the depth errors over the pixels seen (the means of :func:`depth_metrics`)."""
 
-    Why a grid sample: keeping full-resolution depth of a long bag is gigabytes; a regular grid of at
-    most ``max_pixels`` per frame gives the same statistics to well under a percent.
+    def __init__(self) -> None:
+        self.abs_rel = self.sq_rel = self.sq = 0.0
+        self.delta1 = self.n = 0
+        self.scales: list[float] = []  # one float per frame: 8 bytes a frame
+
+    def add(self, p: np.ndarray, g: np.ndarray, scale: float = 1.0) -> None:
+        """p, g: valid pixels (float64) of one frame; p is multiplied by ``scale``."""
+        if not p.size:
+            return
+        p = p * scale
+        diff = p - g
+        self.abs_rel += float(np.sum(np.abs(diff) / g))
+        self.sq_rel += float(np.sum(diff**2 / g))
+        self.sq += float(np.sum(diff**2))
+        self.delta1 += int(np.count_nonzero(np.maximum(p / g, g / p) < 1.25))
+        self.n += int(p.size)
+
+    def result(self, scale: float) -> dict[str, Any]:
+        if self.n == 0:
+            nan = float("nan")
+            return {"abs_rel": nan, "sq_rel": nan, "rmse": nan, "delta1": nan, "scale": nan, "n": 0}
+        n = self.n
+        return {"abs_rel": self.abs_rel / n, "sq_rel": self.sq_rel / n, "rmse": math.sqrt(self.sq / n),
+                "delta1": self.delta1 / n, "scale": scale, "n": n}
+
+
+class DepthAccumulator:
+    """Sequence-level depth metrics of (predicted, GT) depth on a fixed pixel grid per frame, computed
+    while the bag streams, in memory that does not grow with the bag.
+
+    Each frame's grid sample (at most ``max_pixels``, a regular grid: the statistics of full
+    resolution to well under a percent) is copied and reduced at once:
+
+    * per-frame median scaling and metric (no scaling): the frame's own scale is known, so the
+      metrics are running sums, exactly :func:`vggt_ros.eval.metrics.depth_metrics`'s means (up to
+      float rounding);
+    * per-sequence median scaling needs the medians of *all* valid GT and predicted depth before any
+      error can be summed: it is computed on a uniform random sample (reservoir sampling, seeded,
+      ``reservoir`` valid pixel pairs, 8 bytes each). Exact while the bag has at most ``reservoir``
+      valid grid pixels (~200 frames at the default sizes); beyond, a random sample of 2**20 pixels
+      puts the medians within ~0.1 % and the means within the sampling error of that many pixels.
+      ``n`` stays the count of all valid pixels; ``sampled`` is the number the metrics used.
+
+    Why copies: a grid sample taken as a numpy view keeps the whole depth map alive (it kept every
+    predicted and GT map of the bag: gigabytes).
     """
 
-    def __init__(self, max_pixels: int = 4800) -> None:
+    def __init__(self, max_pixels: int = 4800, reservoir: int = 1 << 20, seed: int = 0) -> None:
         self.max_pixels = int(max_pixels)
-        self.pred: list[np.ndarray] = []
-        self.gt: list[np.ndarray] = []
+        self.capacity = int(reservoir)
+        self._rng = np.random.default_rng(seed)
+        self._res = np.empty((self.capacity, 2), np.float32)  # (pred, gt) pairs
+        self._seen = 0  # valid pairs offered to the reservoir
+        self.frames = 0
+        self.shapes: set[tuple[int, int]] = set()
+        self._per_frame = _ErrorSums()
+        self._none = _ErrorSums()
 
     def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
         """pred: [h, w] output depth (NaN invalid); gt: [H, W] metres, resized (nearest) to [h, w]."""
@@ -115,30 +164,59 @@ class DepthAccumulator:
         if gt.shape != pred.shape:
             gt = cv2.resize(gt.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
         step = max(1, math.ceil(math.sqrt(h * w / self.max_pixels)))
-        self.pred.append(np.asarray(pred[::step, ::step], np.float32))
-        self.gt.append(np.asarray(gt[::step, ::step], np.float32))
+        p = np.array(pred[::step, ::step], np.float32).astype(np.float64)  # copies: no view survives
+        g = np.array(gt[::step, ::step], np.float32).astype(np.float64)
+        self.frames += 1
+        self.shapes.add(p.shape)
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(g) & (g > 1e-3) & np.isfinite(p) & (p > 0)  # as depth_metrics
+        pv, gv = p[valid], g[valid]
+        if pv.size:
+            scale = float(np.median(gv) / np.median(pv))
+            self._per_frame.add(pv, gv, scale)
+            self._per_frame.scales.append(scale)
+            self._none.add(pv, gv)
+            self._offer(np.stack([pv, gv], axis=1).astype(np.float32))
+
+    def _offer(self, pairs: np.ndarray) -> None:
+        """Algorithm R: pair number j (0-based) replaces a random slot with probability C / (j + 1)."""
+        k, cap = len(pairs), self.capacity
+        fill = max(0, min(k, cap - self._seen))
+        if fill:
+            self._res[self._seen : self._seen + fill] = pairs[:fill]
+        if k > fill:
+            j = self._seen + np.arange(fill, k)
+            slot = self._rng.integers(0, j + 1)
+            keep = slot < cap
+            self._res[slot[keep]] = pairs[fill:][keep]  # later pairs win on repeated slots, as in order
+        self._seen += k
 
     def __len__(self) -> int:
-        return len(self.pred)
+        return self.frames
 
     def metrics(self, metric: bool) -> dict[str, Any]:
-        if not self.pred or len({p.shape for p in self.pred}) != 1:
+        if not self.frames or len(self.shapes) != 1:
             return (
-                {"frames": len(self.pred), "error": "no depth pairs (or varying depth size)"}
-                if self.pred
+                {"frames": self.frames, "error": "no depth pairs (or varying depth size)"}
+                if self.frames
                 else {"frames": 0}
             )
-        p, g = np.stack(self.pred), np.stack(self.gt)
-        keys = ("abs_rel", "sq_rel", "rmse", "delta1", "scale", "n")
-        out: dict[str, Any] = {"frames": len(self.pred), "pixels_per_frame": int(p[0].size)}
-        out["per_frame_median_scale"] = {
-            k: v for k, v in depth_metrics(p, g, "median", True).items() if k in keys
-        }
-        out["per_sequence_median_scale"] = {
-            k: v for k, v in depth_metrics(p, g, "median", False).items() if k in keys
-        }
+        (shape,) = self.shapes
+        out: dict[str, Any] = {"frames": self.frames, "pixels_per_frame": int(shape[0] * shape[1])}
+        pf = self._per_frame
+        if pf.n == 0:
+            logger.warning("depth metrics: no pixel is valid in both maps")
+        out["per_frame_median_scale"] = pf.result(float(np.mean(pf.scales)) if pf.scales else float("nan"))
+        sample = self._res[: min(self._seen, self.capacity)].astype(np.float64)
+        seq = _ErrorSums()
+        scale = float("nan")
+        if len(sample):
+            scale = float(np.median(sample[:, 1]) / np.median(sample[:, 0]))
+            seq.add(sample[:, 0], sample[:, 1], scale)
+        res = seq.result(scale)
+        out["per_sequence_median_scale"] = {**res, "n": pf.n, "sampled": res["n"]}
         if metric:
-            out["metric_no_scaling"] = {k: v for k, v in depth_metrics(p, g, "none").items() if k in keys}
+            out["metric_no_scaling"] = self._none.result(1.0)
         return out
 
 
@@ -250,6 +328,8 @@ def summary_markdown(m: Mapping[str, Any]) -> str:
                 f"| none (metric) | {_fmt(mn['abs_rel'])} | {_fmt(mn['delta1'])} | {_fmt(mn['rmse'])} |"
             )
         lines.append(f"\n{d['frames']} frames, {d['pixels_per_frame']} grid pixels per frame.")
+        if ps.get("sampled", ps["n"]) < ps["n"]:
+            lines.append(f"Per-sequence median scaling: a sample of {ps['sampled']} of {ps['n']} pixels.")
     else:
         lines.append("no GT depth topic in the bag")
     p = m.get("performance") or {}
