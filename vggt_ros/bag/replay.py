@@ -40,11 +40,11 @@ from vggt_ros.bag.report import (
     trajectory_metrics,
     write_metrics_json,
 )
+from vggt_ros.bag.results import stream_warnings, write_trajectory_files, write_trajectory_plot
 from vggt_ros.bag.writer import OutputBagWriter
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, FrameOutput, WindowOutput
-from vggt_ros.eval.tum import write_tum
 from vggt_ros.outputs.builder import OutputBuilder
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.table import defaults
@@ -373,44 +373,11 @@ def replay_bag(
         stats = src.stats
         anomalies = stats.stamp_anomalies()
         counts = dict(stats.counts)
-        for k, v in anomalies.items():
-            if v:
-                warnings.append(f"{v} {k.replace('_', ' ')} in the image stamps")
-        if counts.get("skipped_unsupported_encoding"):
-            warnings.append(
-                f"{counts['skipped_unsupported_encoding']} frames skipped: unsupported encoding "
-                f"{dict(stats.encodings_skipped)}"
-            )
-        if counts.get("skipped_decode_error"):
-            warnings.append(f"{counts['skipped_decode_error']} frames skipped: image could not be decoded")
-        if stats.read_error:
-            warnings.append(
-                f"bag ended early (truncated or damaged?) after {counts.get('image_messages', 0)} "
-                f"image messages: {stats.read_error}"
-            )
-        warnings.extend(stats.damage_warnings())  # damaged messages skipped, damaged file salvaged
-        if oracle_skipped:
-            warnings.append(
-                f"{oracle_skipped} frames skipped: no GT pose within "
-                f"{ORACLE_GT_TOLERANCE_NS / 1e6:g} ms or no depth (needed by the oracle)"
-            )
-        if depth_units.implausible:  # once per bag
-            warnings.append(depth_units.warning(src.depth_topic, first_depth_encoding(src)))
-        if src.depth_topic and counts.get("depth_missing"):
-            warnings.append(
-                f"{counts['depth_missing']} frames without a depth image within "
-                f"{src.depth_match_ns / 1e6:g} ms"
-            )
         pc = pipe.counters()
-        if pc.get("skipped"):
-            warnings.append(f"{pc['skipped']} frames skipped by the skip policy ({params['skip_policy']})")
-        if pc.get("rejected"):
-            warnings.append(
-                f"{pc['rejected']} frames rejected by the pipeline "
-                f"({ {k: v for k, v in pc.items() if k.startswith('rejected_')} })"
-            )
-        if pc.get("windows_rejected"):
-            warnings.append(f"{pc['windows_rejected']} windows rejected by the alignment")
+        units_warning = depth_units.warning(src.depth_topic, first_depth_encoding(src)) \
+            if depth_units.implausible else ""
+        warnings += stream_warnings(src, pc, params["skip_policy"], oracle_skipped, ORACLE_GT_TOLERANCE_NS,
+                                    units_warning)
         for w in warnings:
             logger.warning("%s: %s", Path(bag).name, w)
         if counts.get("frames", 0) == 0:
@@ -443,14 +410,7 @@ def replay_bag(
             "output_bag": str(writer.mcap_file.relative_to(out)),
             "output_messages": writer.counts,
         }
-        est = np.stack(col.poses) if col.poses else np.zeros((0, 4, 4))
-        write_tum(out / "trajectory.tum", np.array(col.stamps, np.int64), est)
-        write_tum(
-            out / "keyframes.tum",
-            np.array(col.key_stamps, np.int64),
-            np.stack(col.key_poses) if col.key_poses else np.zeros((0, 4, 4)),
-        )
-        pipe.world_map.save_ply(out / "map.ply")
+        est = write_trajectory_files(out, col, pipe.world_map)
         traj: dict[str, Any] = {}
         if gt is not None and len(col.stamps):
             traj = trajectory_metrics(col.stamps, est, gt, col.metric)
@@ -471,24 +431,7 @@ def replay_bag(
         metrics["warnings"] = warnings
         write_metrics_json(out / "metrics.json", metrics)
         (out / "summary.md").write_text(summary_markdown(metrics))
-        try:
-            from vggt_ros.bag.plots import plot_trajectory
-
-            if "_aligned" in traj:
-                plot_trajectory(
-                    out / "trajectory.png",
-                    traj["_stamps"],
-                    traj["_aligned"],
-                    traj["_gt"],
-                    traj["_errors"],
-                    title=Path(bag).name,
-                )
-            elif len(col.stamps):
-                plot_trajectory(
-                    out / "trajectory.png", np.array(col.stamps), est[:, :3, 3], title=Path(bag).name
-                )
-        except Exception as exc:  # noqa: BLE001 - a plot failure must not lose the metrics
-            logger.warning("trajectory.png not written: %s", exc)
+        write_trajectory_plot(out / "trajectory.png", traj, np.array(col.stamps), est, Path(bag).name)
         if gt is not None and traj.get("matched", 0) == 0:
             raise ReplayError(
                 f"{bag}: none of the {len(col.stamps)} estimated poses has a GT pose within "
