@@ -4,7 +4,8 @@
         camera_info_topic:=/camera/camera_info checkpoint:=facebook/VGGT-1B rviz:=true
 
 The node subscribes to the relative names 'image' (or 'image/compressed') and 'camera_info', remapped
-here; its outputs live in ``namespace`` (default 'vggt', which config/vggt.rviz expects). The
+here; its outputs live in ``namespace`` (default 'vggt', which config/vggt.rviz expects; with
+publish_map_to_odom pass rviz_config:=<share>/vggt_ros/config/vggt_map_to_odom.rviz). The
 arguments are handled by ``vggt_ros.ros.launch_config`` (unit-tested); this file only wires them.
 """
 
@@ -19,6 +20,8 @@ from launch_ros.substitutions import FindPackageShare
 from vggt_ros.ros.launch_config import ARGUMENTS, node_launch_config
 
 DEFAULT_PARAMS = PathJoinSubstitution([FindPackageShare("vggt_ros"), "config", "vggt.yaml"])
+DEFAULT_RVIZ = PathJoinSubstitution([FindPackageShare("vggt_ros"), "config", "vggt.rviz"])
+SHARE_DEFAULTS = {"params_file": DEFAULT_PARAMS, "rviz_config": DEFAULT_RVIZ}  # the None defaults
 
 
 def _launch_node(context, *args, **kwargs):
@@ -29,15 +32,15 @@ def _launch_node(context, *args, **kwargs):
 
 
 def generate_launch_description() -> LaunchDescription:
-    rviz_config = PathJoinSubstitution([FindPackageShare("vggt_ros"), "config", "vggt.rviz"])
+    rviz_config = LaunchConfiguration("rviz_config")
     sim_time = ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=DEFAULT_PARAMS if default is None else default,
+        [DeclareLaunchArgument(name, default_value=SHARE_DEFAULTS[name] if default is None else default,
                                description=doc) for name, default, doc in ARGUMENTS]
         + [
             OpaqueFunction(function=_launch_node),
-            Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", rviz_config],
-                 parameters=[{"use_sim_time": sim_time}], condition=IfCondition(LaunchConfiguration("rviz")),
-                 output="screen"),
+            Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                 arguments=["-d", rviz_config], parameters=[{"use_sim_time": sim_time}],
+                 condition=IfCondition(LaunchConfiguration("rviz"))),
         ]
     )

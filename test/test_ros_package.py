@@ -267,6 +267,14 @@ def test_launch_file_compiles_and_is_a_thin_wrapper(tmp_path):
     for needle in ('package="vggt_ros"', 'executable="vggt_node"', 'executable="rviz2"', "IfCondition",
                    '"config", "vggt.yaml"', '"config", "vggt.rviz"'):
         assert needle in src, needle
+    from vggt_ros.ros.launch_config import ARGUMENTS
+
+    # every argument defaulting to None gets its share/ file from SHARE_DEFAULTS
+    share_defaults = next(n.value for n in tree.body if isinstance(n, ast.Assign)
+                          and getattr(n.targets[0], "id", "") == "SHARE_DEFAULTS")
+    none_defaults = {name for name, default, _ in ARGUMENTS if default is None}
+    assert {k.value for k in share_defaults.keys} == none_defaults
+    assert 'arguments=["-d", rviz_config]' in src and 'LaunchConfiguration("rviz_config")' in src
 
 
 def test_launch_arguments_and_their_handling(tmp_path):
@@ -274,8 +282,9 @@ def test_launch_arguments_and_their_handling(tmp_path):
 
     names = {name: default for name, default, _ in ARGUMENTS}
     assert set(names) == {"image_topic", "camera_info_topic", "checkpoint", "params_file", "namespace",
-                          "use_sim_time", "rviz"}
+                          "use_sim_time", "rviz", "rviz_config"}
     assert names["rviz"] == "false" and names["use_sim_time"] == "false" and names["params_file"] is None
+    assert names["rviz_config"] is None  # the launch file's default: share/vggt_ros/config/vggt.rviz
     args = {"image_topic": "/cam/color/image_raw/", "camera_info_topic": "/cam/color/camera_info",
             "checkpoint": "", "params_file": "", "namespace": "vggt", "use_sim_time": "True", "rviz": "false"}
     cfg = node_launch_config(args, "/share/vggt.yaml")
@@ -300,13 +309,33 @@ def test_launch_arguments_and_their_handling(tmp_path):
 # ---------------------------------------------------------------------------------------------- rviz
 
 
-def test_rviz_config():
-    cfg = yaml.safe_load((ROOT / "config" / "vggt.rviz").read_text())
+def grid_topic() -> str:
+    """/vggt/grid: from the outputs table once the grid output is in it (then also checked to be a
+    transient local OccupancyGrid), until then the topic name 'grid' it is being added under."""
+    from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, OutputSpec, full_topic
+
+    spec = OUTPUTS_BY_KEY.get("grid")
+    if spec is None:
+        spec = OutputSpec("grid", "grid", "nav_msgs/msg/OccupancyGrid", "publish_grid", qos="latched")
+        return full_topic(spec, "/vggt")
+    assert spec.msg_type == "nav_msgs/msg/OccupancyGrid" and spec.qos == "latched"
+    return full_topic(spec, "/vggt")
+
+
+@pytest.mark.parametrize(("name", "fixed_frame_param"),
+                         [("vggt.rviz", "odom_frame"), ("vggt_map_to_odom.rviz", "map_frame")])
+def test_rviz_config(name, fixed_frame_param):
+    from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, full_topic
+    from vggt_ros.params.table import PARAMS_BY_NAME
+
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
     manager = cfg["Visualization Manager"]
-    assert manager["Global Options"]["Fixed Frame"] == "odom"  # the default TF: odom -> base_link
+    # the world frame of each TF mode: odom (odom -> base_link, the default) or map (publish_map_to_odom)
+    assert manager["Global Options"]["Fixed Frame"] == PARAMS_BY_NAME[fixed_frame_param].default
     displays = {d["Name"]: d for d in manager["Displays"]}
     classes = [d["Class"] for d in manager["Displays"]]
-    for cls in ("rviz_default_plugins/TF", "rviz_default_plugins/Image", "rviz_default_plugins/Path"):
+    for cls in ("rviz_default_plugins/TF", "rviz_default_plugins/Image", "rviz_default_plugins/Path",
+                "rviz_default_plugins/Map"):
         assert cls in classes
     assert classes.count("rviz_default_plugins/PointCloud2") == 2
     topics = {name: d["Topic"]["Value"] for name, d in displays.items() if "Topic" in d}
@@ -315,9 +344,24 @@ def test_rviz_config():
         "Points (current frame)": "/vggt/points",
         "Map": "/vggt/map",
         "Path": "/vggt/path",
+        "Occupancy grid": "/vggt/grid",
     }
-    assert displays["Map"]["Topic"]["Durability Policy"] == "Transient Local"
+    ours = {"Depth": "depth", "Points (current frame)": "points", "Map": "map", "Path": "path"}
+    for display, key in ours.items():  # the hard-coded names above are the outputs table's
+        assert topics[display] == full_topic(OUTPUTS_BY_KEY[key], "/vggt")
+    assert topics["Occupancy grid"] == grid_topic()
+    assert displays["Occupancy grid"]["Class"] == "rviz_default_plugins/Map"
+    for latched in ("Map", "Occupancy grid"):  # transient local publishers: late subscribers get the last
+        assert displays[latched]["Topic"]["Durability Policy"] == "Transient Local"
     assert all(displays[n]["Color Transformer"] == "RGB8" for n in ("Map", "Points (current frame)"))
+
+
+def test_rviz_configs_differ_only_in_the_fixed_frame():
+    def body(name):
+        return [line for line in (ROOT / "config" / name).read_text().splitlines()
+                if not line.startswith("#") and "Fixed Frame:" not in line]
+
+    assert body("vggt.rviz") == body("vggt_map_to_odom.rviz")
 
 
 # -------------------------------------------------------------------------------------------- docker

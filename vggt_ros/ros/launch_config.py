@@ -14,7 +14,8 @@ from typing import Any
 NODE_NAME = "vggt_node"
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
-# (name, default, description) of the launch arguments; a default of None = the package's params file
+# (name, default, description) of the launch arguments; a default of None = the package's file (the
+# launch file's SHARE_DEFAULTS: config/vggt.yaml for params_file, config/vggt.rviz for rviz_config)
 ARGUMENTS: tuple[tuple[str, str | None, str], ...] = (
     ("image_topic", "/camera/image_raw",
      "sensor_msgs/Image topic (image_topic + '/compressed' with image_transport 'compressed')"),
@@ -24,6 +25,8 @@ ARGUMENTS: tuple[tuple[str, str | None, str], ...] = (
     ("namespace", "vggt", "Namespace of the node and its topics"),
     ("use_sim_time", "false", "Use /clock (true when replaying a bag with `ros2 bag play --clock`)"),
     ("rviz", "false", "Start RViz with config/vggt.rviz"),
+    ("rviz_config", None, "RViz config file (default share/vggt_ros/config/vggt.rviz, fixed frame odom; "
+     "config/vggt_map_to_odom.rviz for publish_map_to_odom)"),
 )
 
 
