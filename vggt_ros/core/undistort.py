@@ -13,7 +13,8 @@ rim of the wide field of view beyond the pinhole frame is cut; with pincushion d
 that no input pixel covers are black (depth NaN).
 
 Cost: one ``cv2.remap`` per image (bilinear; depth nearest) from a map cached per
-(model, K, D, size) -- about 1 ms for 640x480 RGB on one CPU core (test/test_undistort.py measures it).
+(model, K, D, size): 640x480 RGB about 1.5-3 ms per frame on a 2-core CPU (2.7 ms with one thread),
+depth about 1 ms, the map 2-20 ms once per camera (test/test_undistort.py measures the frame cost).
 """
 
 from __future__ import annotations

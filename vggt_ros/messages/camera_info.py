@@ -30,9 +30,10 @@ class UncalibratedCamera(MessageError):
     or a zero image size); a :class:`MessageError`, hence a ``ValueError``."""
 
 
-class UnsupportedDistortion(MessageError):
+class UnsupportedDistortion(UncalibratedCamera):
     """CameraInfo with a distortion model other than :data:`DISTORTION_MODELS`, or a D of the wrong
-    length or with non-finite values."""
+    length or with non-finite values: its calibration cannot be used (an :class:`UncalibratedCamera`,
+    so callers skip it as they skip one without intrinsics)."""
 
 
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}  # model -> len(D)
