@@ -6,6 +6,7 @@ overwritten in the middle of a chunk / SQLite page, garbage CameraInfo and /tf p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -123,21 +124,21 @@ def test_camera_info_changes_are_followed(seq, tmp_path):
 
     bag = write_sequence_bag(seq, tmp_path / "k", "mcap", garbage_payloads={"/camera/rgb/camera_info": [5]})
     with BagSource(bag) as src:
-        orig = ci_mod.camera_info_msg_to_intrinsics
+        orig = ci_mod.camera_info_msg_to_model
         n = {"i": 0}
 
         def scaled(msg):  # pretend the calibration changes from the 20th CameraInfo on
-            K, hw = orig(msg)
+            cam = orig(msg)
             n["i"] += 1
-            return (K * 1.5 if n["i"] > 20 else K), hw
+            return dataclasses.replace(cam, K=cam.K * 1.5) if n["i"] > 20 else cam
 
         import vggt_ros.bag.reader as reader_mod
 
-        reader_mod.camera_info_msg_to_intrinsics = scaled
+        reader_mod.camera_info_msg_to_model = scaled
         try:
             frames = list(src.frames())
         finally:
-            reader_mod.camera_info_msg_to_intrinsics = orig
+            reader_mod.camera_info_msg_to_model = orig
         assert src.stats.damaged == {"/camera/rgb/camera_info": 1}
     assert len(frames) == N
     assert any(np.allclose(f.intrinsics, seq.K) for f in frames)

@@ -34,7 +34,7 @@ from vggt_ros.bag.errors import ReplayError
 from vggt_ros.bag.groundtruth import GroundTruth, compose_tf_path, parse_gt_topic_spec
 from vggt_ros.bag.recovery import SalvagedReader, repair_hint
 from vggt_ros.bag.stats import ReadStats
-from vggt_ros.messages.camera_info import UncalibratedCamera, camera_info_msg_to_intrinsics
+from vggt_ros.messages.camera_info import CameraModel, UncalibratedCamera, camera_info_msg_to_model
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.poses import pose_msg_to_matrix, transform_msg_to_matrix
 from vggt_ros.messages.stamps import stamp_to_ns
@@ -65,6 +65,7 @@ class BagFrame:
     frame_id: str
     intrinsics: np.ndarray | None
     depth: np.ndarray | None = None
+    camera: CameraModel | None = None  # a distorted camera (the replay undistorts image and depth)
 
 
 def _ns(path: str) -> str:
@@ -106,6 +107,7 @@ class BagSource:
         self.camera_info_topic = ""
         self.intrinsics: np.ndarray | None = None
         self.camera_hw: tuple[int, int] | None = None
+        self.distortion: tuple[str, np.ndarray] = ("plumb_bob", np.zeros(0))  # of the latest CameraInfo
 
     # ------------------------------------------------------------------ open / topics
     def __enter__(self) -> BagSource:
@@ -282,7 +284,8 @@ class BagSource:
         """Follow one CameraInfo message: True (and the intrinsics updated) when it is valid."""
         try:
             msg = self.reader.deserialize(raw, conn.msgtype)
-            K, hw = camera_info_msg_to_intrinsics(msg)  # (k, or K as ROS 1 spells it)
+            cam = camera_info_msg_to_model(msg)  # (k, or K as ROS 1 spells it)
+            K, hw = cam.K, cam.hw
         except UncalibratedCamera as exc:
             self.stats.add("camera_info_uncalibrated")
             if self.stats.counts["camera_info_uncalibrated"] == 1:
@@ -291,11 +294,12 @@ class BagSource:
         except Exception as exc:  # noqa: BLE001 - MessageError, or rosbags' errors for a damaged payload
             self.stats.damaged_message(conn.topic, t, exc)
             return False
-        if self.intrinsics is not None and (hw != self.camera_hw or not np.array_equal(K, self.intrinsics)):
+        if self.intrinsics is not None and (hw != self.camera_hw or not np.array_equal(K, self.intrinsics)
+                                            or not np.array_equal(cam.D, self.distortion[1])):
             self.stats.add("camera_info_changes")
             if self.stats.counts["camera_info_changes"] == 1:
                 logger.warning("%s: the camera intrinsics change during the bag; followed", conn.topic)
-        self.intrinsics, self.camera_hw = K, hw
+        self.intrinsics, self.camera_hw, self.distortion = K, hw, (cam.distortion_model, cam.D)
         return True
 
     # ------------------------------------------------------------------ bag facts
@@ -469,7 +473,9 @@ class BagSource:
             if not st.counts.get("intrinsics_rescaled"):
                 logger.warning("camera_info is %dx%d but images are %dx%d: intrinsics rescaled", w0, h0, w, h)
             st.add("intrinsics_rescaled")
-        return BagFrame(stamp, int(t), rgb, str(msg.header.frame_id).strip("/") or "camera_optical_frame", K)
+        cam = CameraModel(K, rgb.shape[:2], *self.distortion) if K is not None else None
+        return BagFrame(stamp, int(t), rgb, str(msg.header.frame_id).strip("/") or "camera_optical_frame", K,
+                        camera=cam if cam is not None and cam.distorted else None)
 
     def _decode_depth(self, conn: Any, t: int, raw: bytes) -> tuple[int, np.ndarray] | None:
         try:
@@ -519,7 +525,7 @@ class BagSource:
                 emitted += 1
                 yield self._attach_depth(p.item, p.depth) if self.depth_topic else p.item
 
-        first_info = (self.intrinsics, self.camera_hw)  # the first valid one also applies before it
+        first_info = (self.intrinsics, self.camera_hw, self.distortion)  # the first one applies before it
         for conn, t, raw in self._safe_messages(tuple(topics), "frames"):
             if max_frames is not None and emitted >= max_frames:
                 break
@@ -536,4 +542,4 @@ class BagSource:
                     yield from ready(pairing.add_depth(*d))
         if max_frames is None or emitted < max_frames:
             yield from ready(pairing.drain())
-        self.intrinsics, self.camera_hw = first_info
+        self.intrinsics, self.camera_hw, self.distortion = first_info

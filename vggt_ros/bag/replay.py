@@ -17,6 +17,7 @@ processed frame), keyframes.tum, metrics.json, summary.md, trajectory.png, map.p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -45,6 +46,7 @@ from vggt_ros.bag.writer import OutputBagWriter
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame, FrameOutput, WindowOutput
+from vggt_ros.core.undistort import Undistorter
 from vggt_ros.outputs.builder import OutputBuilder
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.table import defaults
@@ -211,6 +213,16 @@ def _check_gt_overlap(src: BagSource, gt: GroundTruth) -> None:
         )
 
 
+def _undistorted(bf: BagFrame, und: Undistorter) -> BagFrame:
+    """A distorted camera's frame undistorted (image, depth and K: see :mod:`vggt_ros.core.undistort`),
+    before the oracle's ground truth, the depth metrics and the runner see it."""
+    if bf.camera is None:
+        return bf
+    depth = None if bf.depth is None else und.depth(bf.depth, bf.camera)
+    return dataclasses.replace(bf, image=und.image(bf.image, bf.camera), intrinsics=bf.camera.new_K,
+                               depth=depth, camera=None)
+
+
 def _to_frame(bf: BagFrame, params: Mapping[str, Any]) -> Frame:
     fid = params.get("camera_frame") or bf.frame_id
     return Frame(
@@ -261,6 +273,7 @@ def replay_bag(
             if src.intrinsics is None:
                 raise ReplayError("predictor 'oracle' needs the camera intrinsics (a CameraInfo topic)")
         growing = StampStore() if oracle else None
+        undistorter = Undistorter()
         config = pipeline_config_from_params(params)
         pipe = StreamingPipeline(config)
         writer = OutputBagWriter(out / OUTPUT_BAG_NAME, params)
@@ -324,6 +337,7 @@ def replay_bag(
             try:
                 for bf in src.frames(max_frames=opts.max_frames):
                     bar.update(1)
+                    bf = _undistorted(bf, undistorter)
                     if oracle:
                         pose, ok = gt.interpolate([bf.stamp_ns], tolerance_ns=ORACLE_GT_TOLERANCE_NS)
                         if bf.depth is None or not ok[0]:

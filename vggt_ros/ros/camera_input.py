@@ -1,6 +1,7 @@
 """CameraInput: camera messages -> frames for the runner (the node's subscription callbacks).
 
-Decodes images (raw or compressed), keeps the latest CameraInfo, pairs metric depth with images
+Decodes images (raw or compressed), keeps the latest CameraInfo (a distorted camera's images, and
+their metric depth, are undistorted here: :mod:`vggt_ros.core.undistort`), pairs metric depth with images
 (:class:`~vggt_ros.runner.depth_pairing.DepthPairing`), looks up the external odometry pose when the
 scale comes from it, and hands every frame to ``add_frame``. A message that cannot be decoded is
 counted (``rejected_<reason>``) and warned about, never raised: the callbacks stay cheap and safe.
@@ -18,7 +19,8 @@ import numpy as np
 
 from vggt_ros.core.frame_buffer import Counters
 from vggt_ros.core.types import Frame
-from vggt_ros.messages.camera_info import camera_info_msg_to_intrinsics
+from vggt_ros.core.undistort import Undistorter
+from vggt_ros.messages.camera_info import CameraModel, camera_info_msg_to_model
 from vggt_ros.messages.errors import MessageError
 from vggt_ros.messages.images import UnsupportedEncoding, depth_msg_to_array, image_msg_to_rgb
 from vggt_ros.messages.stamps import stamp_ns_of
@@ -36,7 +38,8 @@ class CameraInput:
         self.params = params
         self._counters, self._warn, self._add, self._lookup = counters, warn, add_frame, lookup
         self._lock = threading.Lock()
-        self._camera_info: tuple[np.ndarray, tuple[int, int]] | None = None
+        self._camera_info: CameraModel | None = None
+        self.undistorter = Undistorter()
         self.depth_pairing: DepthPairing[Frame] | None = None
         if params["scale_source"] == "depth":
             self.depth_pairing = DepthPairing(int(params["depth_sync_tolerance_s"] * 1e9))
@@ -75,7 +78,7 @@ class CameraInput:
 
     def _camera_info_message(self, msg: Any) -> None:
         try:
-            info = camera_info_msg_to_intrinsics(msg)
+            info = camera_info_msg_to_model(msg)
         except MessageError as exc:
             self._counters.add("rejected_camera_info")
             self._warn("camera_info", f"camera_info ignored: {exc}")
@@ -115,15 +118,14 @@ class CameraInput:
                        "camera_frame parameter)")
         with self._lock:
             info = self._camera_info
-        K = None
+        frame = Frame(stamp_ns=stamp_ns, image=rgb, frame_id=frame_id)
         if info is not None:
-            if info[1] == rgb.shape[:2]:
-                K = info[0]
+            if info.hw == rgb.shape[:2]:
+                frame = self.undistorter.frame(frame, info)  # the intrinsics, and undistortion when D != 0
             else:
                 self._counters.add("camera_info_size_mismatch")
-                self._warn("camera_info_size", f"camera_info is {info[1]}, image is {rgb.shape[:2]}: "
+                self._warn("camera_info_size", f"camera_info is {info.hw}, image is {rgb.shape[:2]}: "
                            "intrinsics not used for this frame")
-        frame = Frame(stamp_ns=stamp_ns, image=rgb, frame_id=frame_id, intrinsics=K)
         if self.params["scale_source"] == "odometry":
             frame.odometry_pose = self._lookup(self.params["odom_frame"], frame_id, stamp_ns)
         if self.depth_pairing is not None:
@@ -132,8 +134,13 @@ class CameraInput:
             self._add(frame)
 
     def _add_paired(self, paired: list[Paired[Frame]]) -> None:
+        with self._lock:
+            info = self._camera_info
         for pf in paired:
-            pf.item.metric_depth = pf.depth
+            depth = pf.depth
+            if depth is not None and info is not None and info.distorted and depth.shape[:2] == info.hw:
+                depth = self.undistorter.depth(depth, info)  # aligned with the undistorted image
+            pf.item.metric_depth = depth
             if pf.depth is None:
                 self._counters.add("frames_without_metric_depth")
             self._add(pf.item)
