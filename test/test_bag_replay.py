@@ -114,6 +114,8 @@ def test_output_mcap_decodes_independently(oracle_run, bags):  # noqa: F811
             assert r.width > 0 and r.point_step == 16
         elif topic == "/tf":
             assert r.transforms[0].child_frame_id == "openni_rgb_optical_frame"
+        elif topic == "/vggt/grid":
+            assert r.header.frame_id == "map" and len(r.data) == r.info.width * r.info.height > 0
     expected = {
         "/tf",
         "/vggt/odometry",
@@ -124,6 +126,7 @@ def test_output_mcap_decodes_independently(oracle_run, bags):  # noqa: F811
         "/vggt/depth/rgb",
         "/vggt/points",
         "/vggt/map",
+        "/vggt/grid",
         "/vggt/tracks",
         "/diagnostics",
     }

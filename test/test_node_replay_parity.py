@@ -82,8 +82,9 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
         wait_for(lambda: all(len(h.got(t)) == N for t in COMPARED), 30.0, h.state)
         wait_for(lambda: len(h.got("tracks")) == 3 and h.got("path")
                  and len(h.got("path")[-1].poses) == N and h.got("map")
-                 and stamp_ns_of(h.got("map")[-1]) == int(seq.stamps_ns[-1]), 10.0,
-                 "tracks, the whole path and the map of every frame")
+                 and stamp_ns_of(h.got("map")[-1]) == int(seq.stamps_ns[-1]) and h.got("grid")
+                 and stamp_ns_of(h.got("grid")[-1]) == int(seq.stamps_ns[-1]), 10.0,
+                 "tracks, the whole path, the map and the grid of every frame")
         # topics and types: what the replay writes is what the node publishes
         node_topics = {name: t[0] for name, t in h.node.get_publisher_names_and_types_by_node(
             "vggt_node", "/vggt") if name not in ("/rosout", "/parameter_events")}
@@ -105,5 +106,6 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
             assert_same(msg_to_fields(a), msg_to_fields(b), "tracks")
         assert_same(msg_to_fields(h.got("path")[-1]), msg_to_fields(written["/vggt/path"][-1]), "path")
         assert_same(msg_to_fields(h.got("map")[-1]), msg_to_fields(written["/vggt/map"][-1]), "map")
+        assert_same(msg_to_fields(h.got("grid")[-1]), msg_to_fields(written["/vggt/grid"][-1]), "grid")
     finally:
         h.close()

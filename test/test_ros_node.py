@@ -75,7 +75,7 @@ class Harness:
     def __init__(self, ctx: Any, ns: str, params: dict, predictor: Any = None,
                  tf_transforms: dict | None = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import Odometry, Path
+        from nav_msgs.msg import OccupancyGrid, Odometry, Path
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.node import Node
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -97,7 +97,7 @@ class Harness:
         # keep_all: every frame is processed (the paced tests count exact outputs); the burst test
         # overrides it with keep_newest
         base = dict(skip_policy="keep_all", map_publish_period_s=0.2, diagnostics_period_s=0.2,
-                    path_publish_period_s=0.2, odom_frame="", base_frame="",
+                    path_publish_period_s=0.2, grid_publish_period_s=0.2, odom_frame="", base_frame="",
                     target_size=TARGET, log_interval_s=0.5)
         base.update(params)
         self.node = VggtNode(
@@ -114,6 +114,7 @@ class Harness:
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
         self.subs.append(self.probe.create_subscription(PointCloud2, "map", self._rec("map"), latched))
+        self.subs.append(self.probe.create_subscription(OccupancyGrid, "grid", self._rec("grid"), latched))
         self.subs.append(self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._rec("diag"),
                                                         reliable))
         self.subs.append(self.probe.create_subscription(TFMessage, "/tf", self._rec("tf"), reliable))

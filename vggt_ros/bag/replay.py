@@ -128,12 +128,12 @@ class StampStore(Mapping):
 
 
 class BagTimeSchedule:
-    """The node's publication periods (path, map, diagnostics) on the bag's clock."""
+    """The node's publication periods (path, map, grid, diagnostics) on the bag's clock."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.period_ns = {k: int(float(params[f"{k}_publish_period_s" if k != "diagnostics"
                                               else "diagnostics_period_s"]) * 1e9)
-                          for k in ("path", "map", "diagnostics")}
+                          for k in ("path", "map", "grid", "diagnostics")}
         self._last: dict[str, int] = {}
 
     def due(self, key: str, stamp_ns: int) -> bool:
@@ -296,6 +296,8 @@ def replay_bag(
             if (final or schedule.due("map", stamp)) and builder.map_due():
                 if (m := builder.map(*pipe.map_snapshot())) is not None:
                     writer.write(m)
+            if (final or schedule.due("grid", stamp)) and (m := builder.grid()) is not None:
+                writer.write(m)
             if final or schedule.due("diagnostics", stamp):
                 rate = len(col.stamps) / max(time.perf_counter() - t_start, 1e-9)
                 report = diagnostics_report(pipe, runner, src.stats.counts, output_rate_hz=rate,

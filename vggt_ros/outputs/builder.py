@@ -5,7 +5,8 @@ a :class:`MessageFactory` and publish/write the :class:`Outgoing` messages it re
 replay writes is what the node publishes. The Path is accumulating: each pose is serialised once
 and kept (at most ``path_max_poses``, :mod:`vggt_ros.outputs.path_cdr`), so a Path message costs a
 memory copy, not a rebuild of every pose; it is published every ``path_publish_period_s`` when it
-has new poses, as serialised bytes.
+has new poses, as serialised bytes. The occupancy grid (:mod:`vggt_ros.outputs.occupancy`) integrates
+each keyframe's points in the published world as the window is built, and is published like the map.
 
 Odometry (REP 105, ``nav_msgs/Odometry``): the published pose of the child frame in the published
 world, its covariance (:attr:`FrameOutput.pose_covariance <vggt_ros.core.types.FrameOutput>`: isotropic
@@ -33,6 +34,7 @@ from vggt_ros.messages.images import confidence_image_fields, depth_image_fields
 from vggt_ros.messages.point_clouds import pointcloud2_fields
 from vggt_ros.messages.poses import odometry_fields, transform_stamped_fields
 from vggt_ros.messages.tracks import keypoint_tracks_fields
+from vggt_ros.outputs.occupancy import OccupancyGrid2D
 from vggt_ros.outputs.path_cdr import PathCdr
 from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, enabled_outputs
 from vggt_ros.outputs.pose_frames import PoseFrames
@@ -95,6 +97,9 @@ class OutputBuilder:
         self._path_new = False
         self._newest_stamp: int | None = None
         self._map_new = False
+        self.grid_map = OccupancyGrid2D(params["grid_resolution"], params["grid_max_cells"],
+                                        params["grid_min_z"], params["grid_max_z"], params["grid_max_rays"])
+        self._grid_new = False
         # child frame -> (stamp ns, published pose, its covariance) of its last odometry message
         self._last_pose: OrderedDict[str, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
 
@@ -109,7 +114,8 @@ class OutputBuilder:
     def reset(self) -> None:
         self.frames.reset()
         self._path.clear()
-        self._path_new = self._map_new = False
+        self._path_new = self._map_new = self._grid_new = False
+        self.grid_map.clear()
         self._newest_stamp = None
         self._last_pose.clear()
 
@@ -151,6 +157,8 @@ class OutputBuilder:
                 if "path" in on:
                     self._path.add(placed.pose, s)
                     self._path_new = True
+            if "grid" in on and fo.is_keyframe:
+                self._integrate_grid(fo)
             if "depth" in on:
                 hd, wd = fo.depth.shape
                 out.append(self._msg("depth", depth_image_fields(fo.depth, s, cam), s))
@@ -169,6 +177,16 @@ class OutputBuilder:
             fields = keypoint_tracks_fields(tracks)
             out.append(self._msg("tracks", fields, int(tracks.stamps_ns[-1])))
         return out
+
+    def _integrate_grid(self, fo: Any) -> None:
+        """A keyframe's points and camera origin, in the published world, into the grid."""
+        T = np.asarray(fo.world_T_camera, np.float64)
+        pts = np.asarray(fo.points, np.float64).reshape(-1, 3) @ T[:3, :3].T + T[:3, 3]
+        both = self.frames.map_points(np.vstack([pts, T[None, :3, 3]]))
+        if both is None:  # the published world is not known yet
+            return
+        self.grid_map.integrate(both[:-1], both[-1])
+        self._grid_new = True
 
     # ------------------------------------------------------------------ accumulating outputs
     def path(self) -> Outgoing | None:
@@ -195,6 +213,15 @@ class OutputBuilder:
         stamp = int(self._newest_stamp)  # type: ignore[arg-type]
         cols = None if colors is None else np.asarray(colors, np.uint8).reshape(-1, 3)
         return self._msg("map", pointcloud2_fields(pts, cols, stamp, self.frames.world_frame), stamp)
+
+    def grid(self) -> Outgoing | None:
+        """The occupancy grid in the published world frame, stamped with the newest frame, when
+        keyframes were integrated since the last one."""
+        if "grid" not in self.enabled or not self._grid_new or self._newest_stamp is None:
+            return None
+        self._grid_new = False
+        stamp = int(self._newest_stamp)
+        return self._msg("grid", self.grid_map.fields(stamp, self.frames.world_frame), stamp)
 
     def diagnostics(self, report: DiagnosticsReport, stamp_ns: int, name: str, hardware_id: str
                     ) -> Outgoing | None:

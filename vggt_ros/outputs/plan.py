@@ -37,6 +37,8 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("points", "points", "sensor_msgs/msg/PointCloud2", "publish_cloud"),
     OutputSpec("map", "map", "sensor_msgs/msg/PointCloud2", "publish_map", qos="latched",
                period_param="map_publish_period_s"),
+    OutputSpec("grid", "grid", "nav_msgs/msg/OccupancyGrid", "publish_grid", qos="latched",
+               period_param="grid_publish_period_s"),
     OutputSpec("tracks", "tracks", KEYPOINT_TRACKS_TYPE, "publish_tracks"),
     OutputSpec("diagnostics", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "publish_diagnostics",
                period_param="diagnostics_period_s"),

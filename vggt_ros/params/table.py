@@ -108,6 +108,10 @@ _NODE = (
        "publish"),
     _p("publish_map", True, bool, "Publish the accumulated 'map' PointCloud2 (map_frame, transient "
        "local)", "publish"),
+    _p("publish_grid", True, bool, "Publish a nav_msgs/OccupancyGrid on 'grid' (transient local, for "
+       "Nav2) in the map's frame, from the keyframes' points: needs a z-up published world (base mode "
+       "with the mount base_frame <- camera known and the base level, or world_frame_convention rep103 "
+       "with base_T_camera)", "publish"),
     _p("publish_tracks", True, bool, "Publish vggt_ros/KeypointTracks on 'tracks' (needs "
        "num_track_queries > 0)", "publish"),
     _p("publish_diagnostics", True, bool, "Publish diagnostic_msgs/DiagnosticArray on /diagnostics",
@@ -121,6 +125,22 @@ _NODE = (
        high=3600.0),
     _p("map_publish_period_s", 2.0, float, "Period of the map cloud publication, s", "publish",
        low=0.0, low_open=True, high=3600.0),
+    _p("grid_publish_period_s", 2.0, float, "Period of the occupancy grid publication (when keyframes "
+       "were added), s", "publish", low=0.0, low_open=True, high=3600.0),
+    _p("grid_resolution", 0.05, float, "Occupancy grid cell edge, m (the pipeline's units before the "
+       "scale is metric)", "publish", low=0.001, high=10.0),
+    _p("grid_max_cells", 4_000_000, int, "Size bound of the occupancy grid: each side at most "
+       "sqrt(grid_max_cells) cells (4e6: 100 m x 100 m at 0.05 m); beyond it the grid keeps its cells "
+       "and the window around the camera, points outside are dropped (counted)", "publish",
+       low=1, high=25_000_000),
+    _p("grid_min_z", 0.1, float, "Bottom of the occupancy grid's height band, m above the world "
+       "origin (base mode: the base frame at the first keyframe, z up): points below (the floor) are "
+       "not obstacles", "publish", low=-100.0, high=100.0),
+    _p("grid_max_z", 2.0, float, "Top of the occupancy grid's height band, m above the world origin: "
+       "points above (the ceiling, overhangs the robot passes under) are not obstacles; must exceed "
+       "grid_min_z", "publish", low=-100.0, high=100.0),
+    _p("grid_max_rays", 5000, int, "Most free-space rays cast per keyframe (evenly subsampled from "
+       "its points): bounds the grid's cost per keyframe", "publish", low=1, high=1_000_000),
     _p("diagnostics_period_s", 1.0, float, "Period of the diagnostics publication, s", "publish",
        low=0.0, low_open=True, high=3600.0),
     _p("diagnostics_window_s", 10.0, float, "Sliding window of the diagnostics level, s: the level "

@@ -41,6 +41,9 @@ def validate_params(params: Mapping[str, Any], *, allow_unknown: bool = False) -
         raise ValueError("parameter 'publish_map_to_odom' needs 'odom_frame' and 'base_frame'")
     if out["odom_frame"] and out["odom_frame"] == out["map_frame"]:
         raise ValueError(f"parameters 'odom_frame' and 'map_frame' must differ (both {out['map_frame']!r})")
+    if out["grid_max_z"] <= out["grid_min_z"]:
+        raise ValueError(f"parameter 'grid_max_z' ({out['grid_max_z']}) must exceed 'grid_min_z' "
+                         f"({out['grid_min_z']})")
     pipeline_config_from_params(out)  # the core's cross-field rules (stride < window_size, ...)
     return out
 

@@ -12,7 +12,8 @@ Topics (relative names live in the node's namespace, ``/vggt`` with the launch f
 * outputs: ``odometry`` (nav_msgs/Odometry), ``path`` (nav_msgs/Path, every
   ``path_publish_period_s``), ``depth/image`` (32FC1, REP 118) with ``depth/camera_info``,
   ``depth/confidence``, ``depth/rgb``, ``points`` (per frame, camera optical frame), ``map``
-  (transient local, every ``map_publish_period_s``), ``tracks`` (vggt_ros/KeypointTracks),
+  (transient local, every ``map_publish_period_s``), ``grid`` (nav_msgs/OccupancyGrid, transient
+  local, every ``grid_publish_period_s``), ``tracks`` (vggt_ros/KeypointTracks),
   ``/diagnostics`` (every ``diagnostics_period_s``).
 
 TF: ``map_frame -> camera optical frame``; with ``odom_frame``/``base_frame``:
@@ -214,6 +215,7 @@ class VggtNode(Node):
                                      callback_group=inputs)
         self.create_timer(p["path_publish_period_s"], self._publish_path, callback_group=timers)
         self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
+        self.create_timer(p["grid_publish_period_s"], self._publish_grid, callback_group=timers)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=timers)
         if p["publish_map_to_odom"] and self._tf_broadcaster is not None:
             self.create_timer(p["map_to_odom_period_s"], self._republish_map_to_odom, callback_group=timers)
@@ -317,6 +319,12 @@ class VggtNode(Node):
         points, colors = self.pipeline.map_snapshot()
         with self._output_lock:
             m = self.builder.map(points, colors)
+        if m is not None:
+            self._publish(m)
+
+    def _publish_grid(self) -> None:
+        with self._output_lock:
+            m = self.builder.grid()
         if m is not None:
             self._publish(m)
 
