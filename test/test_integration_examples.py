@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, OutputSpec, full_topic
+from vggt_ros.outputs.plan import OUTPUTS_BY_KEY, full_topic
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.table import PARAMS_BY_NAME
 from vggt_ros.params.validation import validate_params
@@ -29,9 +29,6 @@ MAP, ODOM, BASE = (PARAMS_BY_NAME[n].default for n in ("map_frame", "odom_frame"
 
 def topic(key: str) -> str:
     """Our output ``key``'s topic under the default namespace."""
-    if key == "grid" and key not in OUTPUTS_BY_KEY:  # being added in parallel under the name 'grid'
-        return full_topic(OutputSpec("grid", "grid", "nav_msgs/msg/OccupancyGrid", "publish_grid",
-                                     qos="latched"), NAMESPACE)
     return full_topic(OUTPUTS_BY_KEY[key], NAMESPACE)
 
 
@@ -103,8 +100,8 @@ def test_nav2_global_costmap():
     assert static["plugin"] == "nav2_costmap_2d::StaticLayer"
     assert static["map_topic"] == topic("grid")
     assert static["map_subscribe_transient_local"] is True  # our grid is latched (transient local)
-    if "grid" in OUTPUTS_BY_KEY:
-        assert OUTPUTS_BY_KEY["grid"].qos == "latched"
+    assert OUTPUTS_BY_KEY["grid"].qos == "latched"
+    assert OUTPUTS_BY_KEY["grid"].msg_type == "nav_msgs/msg/OccupancyGrid"
     assert cfg["obstacle_layer"]["plugin"] == "nav2_costmap_2d::ObstacleLayer"
     check_observation_source(cfg["obstacle_layer"])
     text = (EXAMPLES / "nav2_costmaps.yaml").read_text()
