@@ -608,3 +608,75 @@ def test_a_bag_loop_resets_the_node_automatically(ctx, seq):
         assert stamps[8:] == [int(s) for s in seq.stamps_ns[:4]]
     finally:
         h.close()
+
+
+def test_managed_node_under_a_lifecycle_manager(ctx, seq):
+    """autostart false: the node waits unconfigured; a manager (here a client of its lifecycle
+    services, as nav2_lifecycle_manager calls them) configures, activates, deactivates and cleans it
+    up; frames flow only while it is active."""
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from vggt_ros.ros.node import VggtNode
+
+    node = VggtNode(params=dict(predictor="oracle", checkpoint="", window_size=4, stride=2, autostart=False,
+                                skip_policy="keep_all", target_size=TARGET, odom_frame="", base_frame=""),
+                    predictor=OraclePredictor(seq, target_size=TARGET), context=ctx, namespace="/managed")
+    manager = Node("manager", namespace="/managed", context=ctx)
+    depth: list = []
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    manager.create_subscription(Image, "depth/image", depth.append, reliable)
+    image_pub = manager.create_publisher(Image, "image", reliable)
+    change = manager.create_client(ChangeState, "/managed/vggt_node/change_state")
+    get = manager.create_client(GetState, "/managed/vggt_node/get_state")
+    ex = MultiThreadedExecutor(num_threads=3, context=ctx)
+    ex.add_node(node)
+    ex.add_node(manager)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=5.0)
+        fut = client.call_async(request)
+        wait_for(fut.done, 10.0, f"{client.srv_name} response")
+        return fut.result()
+
+    def state() -> int:
+        return call(get, GetState.Request()).current_state.id
+
+    def transition(tid: int) -> None:
+        assert call(change, ChangeState.Request(transition=Transition(id=tid))).success
+
+    def send(i: int) -> None:
+        image_pub.publish(to_rclpy(Image, rgb_image_fields(seq.rgb[i], int(seq.stamps_ns[i]), CAM)))
+
+    try:
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.count_publishers("/managed/depth/image") == 0 and node.runner is None
+        transition(Transition.TRANSITION_CONFIGURE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        assert node.count_subscribers("/managed/image") == 0  # inputs only while active
+        transition(Transition.TRANSITION_ACTIVATE)
+        assert state() == State.PRIMARY_STATE_ACTIVE
+        wait_for(lambda: image_pub.get_subscription_count() == 1
+                 and manager.count_publishers("/managed/depth/image") == 1, 10.0, "discovery")
+        for i in range(4):
+            send(i)
+            time.sleep(0.05)
+        wait_for(lambda: len(depth) == 4, 15.0, "the bootstrap window's depth while active")
+        transition(Transition.TRANSITION_DEACTIVATE)
+        assert state() == State.PRIMARY_STATE_INACTIVE
+        wait_for(lambda: node.count_subscribers("/managed/image") == 0, 5.0, "inputs gone")
+        transition(Transition.TRANSITION_CLEANUP)
+        assert state() == State.PRIMARY_STATE_UNCONFIGURED and node.runner is None
+        wait_for(lambda: manager.count_publishers("/managed/depth/image") == 0, 5.0, "publishers gone")
+        assert len(depth) == 4
+    finally:
+        ex.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        manager.destroy_node()
+        thread.join(5.0)

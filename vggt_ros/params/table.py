@@ -40,6 +40,9 @@ def _p(name: str, default: Any, typ: type, description: str, group: str, **kw: A
 
 _NODE = (
     # model
+    _p("autostart", True, bool, "Configure (load the weights, warm up) and activate (subscriptions and "
+       "publishers live) at start-up. false: a managed node that waits for its lifecycle transitions "
+       "(nav2_lifecycle_manager, or `ros2 lifecycle set`)", "lifecycle"),
     _p("predictor", "vggt", str, "Who predicts each window: 'vggt' (the network) or 'oracle' (ground "
        "truth; only for tests/bag replay, the caller must construct it because it needs GT)", "model",
        choices=PREDICTORS),

@@ -27,8 +27,8 @@ from vggt_ros.params.table import DEFAULT_NAMESPACE, DEFAULT_NODE_NAME, PARAMS, 
 DEFAULT_YAML_PATH = Path(__file__).resolve().parents[2] / "config" / "vggt.yaml"
 TOP_KEY = "/**"
 
-_GROUP_TITLES = {"model": "Model", "frames": "Frames and TF", "topics": "Topics and QoS",
-                 "publish": "Publishers and rates",
+_GROUP_TITLES = {"lifecycle": "Lifecycle", "model": "Model", "frames": "Frames and TF",
+                 "topics": "Topics and QoS", "publish": "Publishers and rates",
                  "pipeline": "Streaming core (vggt_ros.core.config.PipelineConfig)"}
 
 

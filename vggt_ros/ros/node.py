@@ -25,6 +25,11 @@ Services: ``~/reset`` (new world at the next frame), ``~/save_map`` (PLY to ``ma
 Parameter groups (``config/vggt.yaml``, generated from :mod:`vggt_ros.params.table`): model, frames
 and TF, topics and QoS, publishers and rates, streaming core.
 
+Lifecycle (a managed node): configure = frames, TF, publishers, services and the predictor (weights
+loaded, warmed up at the first window); activate = subscriptions, timers and inference; deactivate,
+cleanup and shutdown undo them. ``autostart`` (default true) configures and activates at start-up;
+false leaves the transitions to a lifecycle manager (nav2_lifecycle_manager, ``ros2 lifecycle set``).
+
 Threads: subscription callbacks only decode messages and add frames (cheap); inference runs on the
 runner's worker, outputs on its output thread (``overlap_outputs``); timers publish the path, the map
 and diagnostics.
@@ -45,11 +50,13 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import uninstall_signal_handlers
 from rclpy.time import Time
+from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
@@ -95,47 +102,107 @@ def read_node_params(node: Node) -> dict[str, Any]:
     return validate_params(raw)
 
 
-class VggtNode(Node):
-    """VGGT on a camera stream: poses on TF/odometry/path, depth, clouds, map, tracks, diagnostics.
+class VggtNode(LifecycleNode):
+    """VGGT on a camera stream: poses on TF/odometry/path, depth, clouds, map, grid, tracks, diagnostics.
+
+    A managed (lifecycle) node: configure = check the frames and TF, create the publishers and
+    services, build (load) the predictor; activate = subscriptions and timers live, inference runs;
+    deactivate / cleanup / shutdown undo them. With ``autostart`` (default) it configures and
+    activates itself at construction: a plain node for users without a lifecycle manager.
 
     Arguments besides ROS's: ``params`` (overrides, like ``parameter_overrides``), ``predictor``
     (any :class:`vggt_ros.core.types.Predictor`; required for predictor 'oracle'; default: the VGGT
     engine of the parameters), and the injectable ROS pieces ``tf_broadcaster_factory(node)``,
-    ``tf_buffer_factory(node)``, ``tracks_msg_type`` and ``tracks_publisher_factory(node, msg_type,
-    topic, qos)`` (defaults: tf2_ros and vggt_ros.msg of a ROS install).
+    ``tf_buffer_factory(node)`` and ``tracks_msg_type`` (defaults: our TF publisher, tf2_ros's buffer
+    and vggt_ros.msg of the colcon build).
     """
 
     def __init__(self, node_name: str = DEFAULT_NODE_NAME, *, params: Mapping[str, Any] | None = None,
                  predictor: Any = None, tf_broadcaster_factory: Callable[[Node], Any] | None = None,
                  tf_buffer_factory: Callable[[Node], Any] | None = None, tracks_msg_type: type | None = None,
-                 tracks_publisher_factory: Callable[[Node, type, str, Any], Any] | None = None,
-                 start_worker: bool = True, **node_kwargs: Any) -> None:
+                 **node_kwargs: Any) -> None:
         overrides = list(node_kwargs.pop("parameter_overrides", None) or [])
         overrides += [Parameter(name, value=value) for name, value in (params or {}).items()]
         super().__init__(node_name, parameter_overrides=overrides, **node_kwargs)
         self.runner: StreamRunner | None = None
         self._log_bridge = None
+        self._predictor = predictor
+        self._tf_broadcaster_factory = tf_broadcaster_factory or (lambda n: TfPublisher(n, self._tf_refused))
+        self._tf_buffer_factory = tf_buffer_factory or default_tf_buffer
+        self._tracks_msg_type = tracks_msg_type
+        self._inputs: list[Any] = []  # subscriptions and timers of the active state
+        self._configure_error: Exception | None = None
         try:
-            self._setup(predictor, tf_broadcaster_factory or (lambda n: TfPublisher(n, self._tf_refused)),
-                        tf_buffer_factory or default_tf_buffer, tracks_msg_type, tracks_publisher_factory)
+            self.params = read_node_params(self)  # cheap checks first: nothing is loaded yet
+            self._log_bridge = attach_rcl_logging(self)  # the core's Python warnings reach /rosout
+            if self.params["autostart"]:
+                if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                    raise self._configure_error or RuntimeError("configure failed")
+                self.trigger_activate()
         except Exception as exc:
             self.get_logger().fatal(f"vggt node cannot start: {exc}")
             detach_rcl_logging(self._log_bridge)
             Node.destroy_node(self)
             raise
-        if start_worker:
-            self.runner.start()
 
-    def _setup(self, predictor: Any, tf_broadcaster_factory: Callable[[Node], Any],
-               tf_buffer_factory: Callable[[Node], Any], tracks_msg_type: type | None,
-               tracks_publisher_factory: Callable[[Node, type, str, Any], Any] | None) -> None:
-        self.params = p = read_node_params(self)
-        self._log_bridge = attach_rcl_logging(self)  # the core's Python warnings reach /rosout
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except Exception as exc:  # reported by the caller (autostart) or the lifecycle manager
+            self._configure_error = exc
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._create_inputs()
+        self.runner.start()
+        self.get_logger().info("vggt node active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        """No more frames in; the threads finish what they hold (outputs of placed windows go out)."""
+        for entity in self._inputs:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        if self.runner is not None:
+            if self.runner.stop():
+                self.get_logger().info("vggt node stopped: threads joined")
+            else:
+                self.get_logger().error("vggt node stopped: the inference or output thread did not end")
+
+    def _release(self) -> None:
+        """Back to unconfigured: publishers, services, the predictor and the pipeline go."""
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        for srv in self._trigger_services:
+            self.destroy_service(srv)
+        self._pubs, self._trigger_services, self.runner = {}, [], None
+
+    def _configure(self) -> None:
+        p = self.params
         if p["scale_source"] == "odometry" and not (p["odom_frame"] and p["publish_map_to_odom"]):
             raise ValueError("parameter 'scale_source' odometry needs an external odometry on TF: set "
                              "odom_frame, base_frame and publish_map_to_odom true (the camera pose in "
                              "odom_frame is looked up at each image stamp)")
-        if predictor is None and p["predictor"] == "oracle":
+        if self._predictor is None and p["predictor"] == "oracle":
             raise ValueError("predictor 'oracle' needs ground truth: pass predictor=OraclePredictor(...) to "
                              "VggtNode (the command-line node can only run 'vggt')")
         self._output_lock = threading.Lock()  # the builder: its path, map and frame state (timers too)
@@ -145,8 +212,8 @@ class VggtNode(Node):
         self._device = "n/a (oracle)" if p["predictor"] == "oracle" else device_name(p["device"])
         config = pipeline_config_from_params(p)
 
-        self._tf_broadcaster = tf_broadcaster_factory(self) if p["publish_tf"] else None
-        self._tf_buffer = tf_buffer_factory(self) if p["odom_frame"] else None
+        self._tf_broadcaster = self._tf_broadcaster_factory(self) if p["publish_tf"] else None
+        self._tf_buffer = self._tf_buffer_factory(self) if p["odom_frame"] else None
         if self._tf_buffer is None and p["publish_map_to_odom"]:
             raise RuntimeError("publish_map_to_odom needs tf2_ros to look up odom -> base_frame; it is not "
                                "importable: source a ROS 2 install")
@@ -157,7 +224,7 @@ class VggtNode(Node):
         classes = {}
         tracks_on = p["publish_tracks"] and p["num_track_queries"] > 0
         if tracks_on:
-            msg_type = tracks_msg_type if tracks_msg_type is not None else default_tracks_msg_type()
+            msg_type = self._tracks_msg_type or default_tracks_msg_type()
             if msg_type is None:
                 self.get_logger().error("publish_tracks: vggt_ros.msg.KeypointTracks is not available "
                                         "(package not built with colcon?); tracks are not published")
@@ -168,23 +235,21 @@ class VggtNode(Node):
                             self._lookup if self._tf_buffer is not None else None)
         self.factory = RclpyMessages(classes)
         self.builder = OutputBuilder({**p, "publish_tracks": tracks_on}, self.factory, frames)
-        self._create_publishers(tracks_publisher_factory)
+        self._create_publishers()
 
         pipeline = StreamingPipeline(config)
-        if predictor is None:
-            predictor = build_engine(p)
+        predictor = self._predictor if self._predictor is not None else build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
                                    log=self.get_logger(), health=StreamHealth.from_params(p),
                                    time_jump_s=p["time_jump_reset_s"], on_reset=self._reset_outputs)
-        self._create_inputs()
+        self.camera_input = CameraInput(p, self._counters, self._warn, self._add_frame, self._lookup)
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
             if p["scale_source"] == "none" else "VGGT world units until the metric scale is known"
         self.get_logger().info(
             f"vggt node up: predictor {p['predictor']} on {self._device}, window {p['window_size']}/"
             f"stride {p['stride']}, world frame '{frames.world_frame}', depth in {units}")
 
-    def _create_publishers(self, tracks_publisher_factory: Callable[[Node, type, str, Any], Any] | None
-                           ) -> None:
+    def _create_publishers(self) -> None:
         q = self.params["qos_depth"]
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
@@ -194,33 +259,33 @@ class VggtNode(Node):
                 continue  # TF goes through the broadcaster
             cls = self.factory.message_class(spec.msg_type)
             qos = latched if spec.qos == "latched" else q
-            if spec.key == "tracks" and tracks_publisher_factory is not None:
-                self._pubs[spec.key] = tracks_publisher_factory(self, cls, spec.topic, qos)
-            else:
-                self._pubs[spec.key] = self.create_publisher(cls, spec.topic, qos)
+            self._pubs[spec.key] = self.create_lifecycle_publisher(cls, spec.topic, qos)
+        group = MutuallyExclusiveCallbackGroup()
+        self._trigger_services = [
+            self.create_service(Trigger, "~/reset", self._on_reset, callback_group=group),
+            self.create_service(Trigger, "~/save_map", self._on_save_map, callback_group=group)]
 
     def _create_inputs(self) -> None:
-        p = self.params
+        p, cam = self.params, self.camera_input
         inputs, timers = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         sensor = qos_profile_sensor_data
-        cam = self.camera_input = CameraInput(p, self._counters, self._warn, self._add_frame, self._lookup)
         if p["image_transport"] == "compressed":
-            self.create_subscription(CompressedImage, "image/compressed", cam.on_image, sensor,
-                                     callback_group=inputs)
+            subs = [self.create_subscription(CompressedImage, "image/compressed", cam.on_image, sensor,
+                                             callback_group=inputs)]
         else:
-            self.create_subscription(Image, "image", cam.on_image, sensor, callback_group=inputs)
-        self.create_subscription(CameraInfo, "camera_info", cam.on_camera_info, sensor, callback_group=inputs)
+            subs = [self.create_subscription(Image, "image", cam.on_image, sensor, callback_group=inputs)]
+        subs.append(self.create_subscription(CameraInfo, "camera_info", cam.on_camera_info, sensor,
+                                             callback_group=inputs))
         if cam.depth_pairing is not None:
-            self.create_subscription(Image, "metric_depth", cam.on_metric_depth, sensor,
-                                     callback_group=inputs)
-        self.create_timer(p["path_publish_period_s"], self._publish_path, callback_group=timers)
-        self.create_timer(p["map_publish_period_s"], self._publish_map, callback_group=timers)
-        self.create_timer(p["grid_publish_period_s"], self._publish_grid, callback_group=timers)
-        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=timers)
+            subs.append(self.create_subscription(Image, "metric_depth", cam.on_metric_depth, sensor,
+                                                 callback_group=inputs))
+        periodic = [(p["path_publish_period_s"], self._publish_path),
+                    (p["map_publish_period_s"], self._publish_map),
+                    (p["grid_publish_period_s"], self._publish_grid),
+                    (p["diagnostics_period_s"], self._publish_diagnostics)]
         if p["publish_map_to_odom"] and self._tf_broadcaster is not None:
-            self.create_timer(p["map_to_odom_period_s"], self._republish_map_to_odom, callback_group=timers)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=timers)
-        self.create_service(Trigger, "~/save_map", self._on_save_map, callback_group=timers)
+            periodic.append((p["map_to_odom_period_s"], self._republish_map_to_odom))
+        self._inputs = subs + [self.create_timer(t, fn, callback_group=timers) for t, fn in periodic]
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -375,20 +440,8 @@ class VggtNode(Node):
         return response
 
     # ------------------------------------------------------------------ lifetime
-    def start_worker(self) -> None:
-        """Start inference (and the output thread); idempotent."""
-        self.runner.start()
-
-    def stop_worker(self, timeout: float = 10.0) -> None:
-        """Stop inference, then let the output thread publish what was already placed."""
-        self.runner.stop(timeout)
-
     def destroy_node(self) -> None:
-        if self.runner is not None:
-            if self.runner.stop():
-                self.get_logger().info("vggt node stopped: threads joined")
-            else:
-                self.get_logger().error("vggt node stopped: the inference or output thread did not end")
+        self._stop_inputs()
         detach_rcl_logging(self._log_bridge)
         super().destroy_node()
 
