@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -70,8 +69,8 @@ from vggt_ros.model.factory import build_engine, device_name
 from vggt_ros.outputs.builder import Outgoing, OutputBuilder
 from vggt_ros.outputs.plan import enabled_outputs
 from vggt_ros.outputs.pose_frames import FALLBACK_CAMERA_FRAME, PoseFrames
-from vggt_ros.params.table import DEFAULT_NODE_NAME, PARAMS
-from vggt_ros.params.validation import pipeline_config_from_params, validate_params
+from vggt_ros.params.table import DEFAULT_NODE_NAME
+from vggt_ros.params.validation import pipeline_config_from_params
 from vggt_ros.ros.camera_input import CameraInput
 from vggt_ros.ros.factories import (
     RclpyMessages,
@@ -79,27 +78,10 @@ from vggt_ros.ros.factories import (
     default_tracks_msg_type,
 )
 from vggt_ros.ros.log_bridge import attach_rcl_logging, detach_rcl_logging
+from vggt_ros.ros.node_parameters import read_node_params
 from vggt_ros.ros.tf_publisher import TfPublisher
 from vggt_ros.runner.diagnostics import RateMeter, StreamHealth, diagnostics_report
 from vggt_ros.runner.stream_runner import StreamRunner
-
-
-def read_node_params(node: Node) -> dict[str, Any]:
-    """Declare every table parameter on ``node`` and return the validated values.
-
-    Types are dynamic (ROS would otherwise refuse ``1`` for a float); :func:`validate_params`
-    checks them, so an invalid value fails here with a message naming the parameter.
-    """
-    raw = {}
-    for p in PARAMS:
-        desc = ParameterDescriptor(
-            description=p.description, additional_constraints=f"allowed: {p.allowed()}", dynamic_typing=True,
-            read_only=p.name != "map_save_path",
-        )
-        default = list(p.default) if isinstance(p.default, list) else p.default
-        node.declare_parameter(p.name, default, desc)
-        raw[p.name] = node.get_parameter(p.name).value
-    return validate_params(raw)
 
 
 class VggtNode(LifecycleNode):
