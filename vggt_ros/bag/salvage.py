@@ -160,7 +160,7 @@ def scan_ros1(path: Path) -> Iterator[Event]:
                 op = fields["op"][0]
             except (_Bad, KeyError, struct.error) as exc:
                 nxt = _ros1_resync(mm, pos + 1, size)
-                if nxt is None and getattr(exc, "truncated", False):
+                if nxt is None and isinstance(exc, _Bad) and exc.truncated:
                     yield from _ros1_cut_chunk(mm, pos, size)
                     return
                 yield ("loss", pos, size if nxt is None else nxt, f"bad record: {exc}", "bytes")
@@ -319,7 +319,7 @@ def scan_mcap(path: Path) -> Iterator[Event]:
                 usize, crc, comp, d0, d1, nxt = _mcap_chunk_header(mm, pos, size)
             except (_Bad, struct.error, UnicodeDecodeError) as exc:
                 nxt2 = _mcap_resync(mm, pos + 1, size)
-                if nxt2 is None and getattr(exc, "truncated", False):
+                if nxt2 is None and isinstance(exc, _Bad) and exc.truncated:
                     yield from _mcap_cut_chunk(mm, pos, size, schemas)
                     return
                 yield ("loss", pos, size if nxt2 is None else nxt2, f"bad record: {exc}", "bytes")
