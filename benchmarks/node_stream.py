@@ -59,7 +59,7 @@ from vggt_ros.model.config import VGGTConfig  # noqa: E402
 from vggt_ros.model.engine import InferenceEngine  # noqa: E402
 from vggt_ros.model.synthetic_weights import SEED_1B, SEED_SMALL, fill_state_dict  # noqa: E402
 from vggt_ros.model.vggt import VGGT  # noqa: E402
-from vggt_ros.outputs.builder import OutputBuilder  # noqa: E402
+from vggt_ros.outputs.builder import FieldsOnly, OutputBuilder  # noqa: E402
 from vggt_ros.outputs.pose_frames import PoseFrames  # noqa: E402
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params  # noqa: E402
 from vggt_ros.runner.stream_runner import StreamRunner  # noqa: E402
@@ -129,13 +129,6 @@ class DeviceSimPredictor(PredictorBase):
             return self.oracle.predict(images, query_points, frame_keys)
         time.sleep(self.sleep_s)
         return pred
-
-
-class FieldsOnly:
-    """Message factory returning the fields: the node's message cost without rclpy."""
-
-    def build(self, msg_type, fields):
-        return fields
 
 
 def run_stream(predictor, seq, rate: float, params: dict, overlap: bool = False) -> dict[str, float]:

@@ -10,7 +10,7 @@ import pytest
 
 from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
-from vggt_ros.outputs.builder import OutputBuilder
+from vggt_ros.outputs.builder import FieldsOnly, OutputBuilder
 from vggt_ros.outputs.occupancy import OccupancyGrid2D
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
@@ -22,10 +22,6 @@ RES = 0.05
 MIN_IOU_OCCUPIED = 0.85
 MIN_IOU_FREE = 0.97
 
-
-class _Fields:
-    def build(self, msg_type, fields):
-        return fields
 
 
 def _base0(seq) -> np.ndarray:
@@ -54,7 +50,7 @@ def _run_room(kind: str = "orbit", n: int = 60):
                                   skip_policy="keep_all", target_size=TARGET, grid_resolution=RES))
     pipe = StreamingPipeline(pipeline_config_from_params(params))
     pred = OraclePredictor(seq, target_size=TARGET, normalize_scale=False)
-    builder = OutputBuilder(params, _Fields(), PoseFrames(params, np.eye(4), lambda *a: mount))
+    builder = OutputBuilder(params, FieldsOnly(), PoseFrames(params, np.eye(4), lambda *a: mount))
     for f in seq.to_frames():
         pipe.add_frame(f)
         while (job := pipe.next_window()) is not None:

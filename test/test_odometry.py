@@ -9,7 +9,13 @@ from scipy.spatial.transform import Rotation
 from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.pose_state import pose_covariance
-from vggt_ros.outputs.builder import FIRST_TWIST_VARIANCE, MAX_TWIST_CHILDREN, OutputBuilder, body_twist
+from vggt_ros.outputs.builder import (
+    FIRST_TWIST_VARIANCE,
+    MAX_TWIST_CHILDREN,
+    FieldsOnly,
+    OutputBuilder,
+    body_twist,
+)
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.sim.sequences import make_sequence
@@ -17,12 +23,6 @@ from vggt_ros.sim.sequences import make_sequence
 TARGET = 70
 DT = 0.1  # fps 10
 
-
-class _Fields:
-    """A message factory that keeps the fields dict (what the node and the replay build messages from)."""
-
-    def build(self, msg_type, fields):
-        return fields
 
 
 def _params(**over):
@@ -36,7 +36,7 @@ def _odometry(seq, rot=0.0, trans=0.0, seed=0, normalize=False, **over) -> list[
     pipe = StreamingPipeline(pipeline_config_from_params(params))
     pred = OraclePredictor(seq, target_size=TARGET, pose_noise_rot_deg=rot, pose_noise_trans=trans,
                            seed=seed, normalize_scale=normalize)
-    builder = OutputBuilder(params, _Fields(), PoseFrames(params, np.eye(4), None))
+    builder = OutputBuilder(params, FieldsOnly(), PoseFrames(params, np.eye(4), None))
     odo: list[dict] = []
 
     def run(job):
@@ -177,7 +177,7 @@ def test_body_twist_recovers_a_constant_twist_with_rotation():
 
 def test_twist_state_is_per_child_bounded_and_reset(clean):
     params = _params()
-    b = OutputBuilder(params, _Fields(), PoseFrames(params, np.eye(4), None))
+    b = OutputBuilder(params, FieldsOnly(), PoseFrames(params, np.eye(4), None))
     T1 = np.eye(4)
     T1[0, 3] = 0.1
     cov = np.eye(6) * 1e-4
@@ -208,7 +208,7 @@ def test_base_mode_publishes_the_same_covariance_and_the_base_twist(forward):
     pipe = StreamingPipeline(cfg)
     pred = OraclePredictor(forward, target_size=TARGET, normalize_scale=False)
     frames = PoseFrames(params, np.eye(4), lambda target, source, stamp, timeout: base_T_cam)
-    builder = OutputBuilder(params, _Fields(), frames)
+    builder = OutputBuilder(params, FieldsOnly(), frames)
     pairs = []
     for f in forward.to_frames():
         pipe.add_frame(f)

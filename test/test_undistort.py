@@ -26,7 +26,7 @@ from vggt_ros.messages.camera_info import (
     camera_info_fields,
     camera_info_msg_to_model,
 )
-from vggt_ros.outputs.builder import OutputBuilder
+from vggt_ros.outputs.builder import FieldsOnly, OutputBuilder
 from vggt_ros.outputs.pose_frames import PoseFrames
 from vggt_ros.params.validation import pipeline_config_from_params, validate_params
 from vggt_ros.sim.distortion import EXAMPLE_D, distort, distortion_map, example_camera
@@ -137,10 +137,6 @@ def test_replay_undistorts_image_depth_and_k():
 
 
 # ------------------------------------------------------------------ the measured effect (oracle)
-class _Fields:
-    def build(self, msg_type, fields):
-        return fields
-
 
 def _stream(seq, model: str, use_d: bool) -> dict:
     """A generated distorted camera through the pipeline with the oracle: undistorted first (D used)
@@ -161,7 +157,7 @@ def _stream(seq, model: str, use_d: bool) -> dict:
                                   skip_policy="keep_all", target_size=TARGET))
     pipe = StreamingPipeline(pipeline_config_from_params(params))
     pred = OraclePredictor(gt, target_size=TARGET, normalize_scale=False)
-    builder = OutputBuilder(params, _Fields(), PoseFrames(params, np.eye(4), None))
+    builder = OutputBuilder(params, FieldsOnly(), PoseFrames(params, np.eye(4), None))
     outs, infos = [], []
 
     def run(job):

@@ -75,6 +75,14 @@ class MessageFactory(Protocol):
         messages of this factory)."""
 
 
+class FieldsOnly:
+    """A message factory returning the fields dicts themselves: what the builder produces without a
+    ROS message library (benchmarks of the message cost, tests of the message contents)."""
+
+    def build(self, msg_type: str, fields: Mapping[str, Any]) -> Mapping[str, Any]:
+        return fields
+
+
 @dataclass
 class Outgoing:
     """One message to publish on the output ``key`` of the plan; ``tf`` carries a list of
