@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -457,6 +458,9 @@ def main(args: Sequence[str] | None = None, predictor: Predictor | None = None) 
             executor.spin()
         except ExternalShutdownException:
             pass
+        except RCLError:  # the signal's shutdown invalidated the context while a wait set was being built
+            if rclpy.ok():
+                raise
         return 0
     except KeyboardInterrupt:  # a signal while rclpy's handlers were not installed yet
         return 0
