@@ -91,6 +91,8 @@ class Prediction:
     tracks: [S, N, 2] pixel (x, y) per frame of the query points given in frame 0; track_vis and
     track_conf: [S, N] probabilities; query_points: [N, 2]; all optional.
     preprocess: one PreprocessInfo per frame (maps back to each camera's own resolution).
+    descriptors: [S, D] one L2-normalised global descriptor per frame (cosine = dot product), for
+    loop-closure candidates; VGGT pools its DINOv2 patch tokens (no extra model); optional.
     timings: seconds spent in named stages (for diagnostics), free-form.
     """
 
@@ -106,6 +108,7 @@ class Prediction:
     track_vis: np.ndarray | None = None
     track_conf: np.ndarray | None = None
     query_points: np.ndarray | None = None
+    descriptors: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
