@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vggt_ros.model.compiled import CompiledShapes, compile_blocks
+from vggt_ros.model.descriptors import content_patch_boxes, global_descriptors
 from vggt_ros.model.host_transfer import to_prediction
 from vggt_ros.model.patch_cache import PatchTokenCache, embed_padded, embed_with_cache
 from vggt_ros.model.preprocessing import preprocess_images_uint8, uint8_to_network_tensor
@@ -388,14 +389,17 @@ class InferenceEngine(CompiledShapes):
             q = None if queries is None or len(queries) == 0 else torch.from_numpy(queries).to(self.device)
             with torch.inference_mode(), torch.autocast(device_type=self.device.type, dtype=self.dtype,
                                                         enabled=self.autocast_enabled), self._stance():
-                patch_tokens = None
                 use_cache = prepared.frame_keys is not None and self.patch_cache.max_frames > 0
                 bucket = self._batch_bucket if self._padding_active else None
                 if use_cache:
                     patch_tokens = embed_with_cache(self.model.aggregator, x.unsqueeze(0),
                                                     prepared.frame_keys, self.patch_cache, bucket)
-                elif bucket is not None:
-                    patch_tokens = embed_padded(self.model.aggregator, x.unsqueeze(0), bucket(S))
+                else:  # embedded here, not inside the model, so that the descriptors reuse the tokens
+                    patch_tokens = embed_padded(self.model.aggregator, x.unsqueeze(0),
+                                                S if bucket is None else bucket(S))
+                grid = (H // self.config.patch_size, W // self.config.patch_size)
+                descriptors = global_descriptors(patch_tokens, grid,
+                                                 content_patch_boxes(infos, self.config.patch_size, grid))
                 if self.compiled_blocks:
                     self._note_window_size(S, H, W)
                 out = self._forward(x, query_points=q, patch_tokens=patch_tokens,
@@ -405,7 +409,7 @@ class InferenceEngine(CompiledShapes):
             self._sync()
             timings["forward"] = time.perf_counter() - t1
             t2 = time.perf_counter()
-            pred = to_prediction(out, images_u8, infos, queries, self.device)
+            pred = to_prediction(out, images_u8, infos, queries, self.device, descriptors)
         except _OOM_ERRORS as exc:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -35,10 +35,12 @@ def host_arrays(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[
     return {k: h.numpy() for k, h in staged.items()}
 
 
-def to_prediction(out: dict[str, Any], images_u8: np.ndarray, infos, queries, device: torch.device
-                  ) -> Prediction:
+def to_prediction(out: dict[str, Any], images_u8: np.ndarray, infos, queries, device: torch.device,
+                  descriptors: torch.Tensor | None = None) -> Prediction:
     """The model's output dict (batch of one window) as a numpy :class:`Prediction`: pose encoding to
-    OpenCV extrinsics/intrinsics, the heads that were run, one host transfer (:func:`host_arrays`)."""
+    OpenCV extrinsics/intrinsics, the heads that were run, one host transfer (:func:`host_arrays`).
+
+    ``descriptors``: per-frame ``[S, D]`` on the device, travelling in the same transfer."""
     S, H, W = images_u8.shape[:3]
     extrinsics, intrinsics = pose_encoding_to_extri_intri(out["pose_enc"].float(), (H, W))
     wanted = {"extrinsics": extrinsics, "intrinsics": intrinsics, "depth": out["depth"][..., 0],
@@ -46,6 +48,8 @@ def to_prediction(out: dict[str, Any], images_u8: np.ndarray, infos, queries, de
     for key in ("world_points", "world_points_conf"):
         if key in out:
             wanted[key] = out[key]
+    if descriptors is not None:
+        wanted["descriptors"] = descriptors.unsqueeze(0)
     if queries is not None and "track" in out:
         wanted.update(tracks=out["track"], track_vis=out["vis"], track_conf=out["conf"])
     host = host_arrays(wanted, device)  # keys are Prediction's field names
