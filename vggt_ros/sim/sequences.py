@@ -308,6 +308,24 @@ class _SequenceGT(Mapping):
         return len(self._index)
 
 
+def world_poses(scene_T_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(world_T_camera [N, 4, 4], scene_T_world 4x4): poses re-expressed in the first camera's frame.
+
+    Shared by every synthetic sequence so all of them use the same world convention.
+    """
+    scene_T_world = scene_T_camera[0].copy()
+    world_T_scene = np.linalg.inv(scene_T_world)
+    world_T_camera = np.einsum("ij,njk->nik", world_T_scene, scene_T_camera)
+    world_T_camera[0] = np.eye(4)
+    return world_T_camera, scene_T_world
+
+
+def frame_stamps(num_frames: int, fps: float) -> np.ndarray:
+    """[N] int64 stamps: from 1 s, round(1e9 / fps) ns apart (the same clock for every sequence)."""
+    step = int(round(1e9 / fps))
+    return STAMP_START_NS + step * np.arange(num_frames, dtype=np.int64)
+
+
 def make_sequence(
     kind: str,
     num_frames: int,
@@ -331,13 +349,8 @@ def make_sequence(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    scene_T_cam = _trajectory(kind, num_frames, fps, seed)
-    scene_T_world = scene_T_cam[0].copy()
-    world_T_scene = np.linalg.inv(scene_T_world)
-    world_T_camera = np.einsum("ij,njk->nik", world_T_scene, scene_T_cam)
-    world_T_camera[0] = np.eye(4)
-    step = int(round(1e9 / fps))
-    stamps = STAMP_START_NS + step * np.arange(num_frames, dtype=np.int64)
+    world_T_camera, scene_T_world = world_poses(_trajectory(kind, num_frames, fps, seed))
+    stamps = frame_stamps(num_frames, fps)
     return SyntheticSequence(
         kind=kind, scene=room_scene(seed), K=default_intrinsics(height, width, hfov_deg), height=height,
         width=width, fps=fps, stamps_ns=stamps, world_T_camera=world_T_camera, scene_T_world=scene_T_world,
