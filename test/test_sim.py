@@ -201,7 +201,7 @@ def test_loop_closes_one_lap_of_8m_with_valid_depth(fps):
     assert np.degrees(Rotation.from_matrix(rel).magnitude()) < 3.0
     # Halfway round the camera is well away from (and looking away from) the start.
     half = seq.world_T_camera[n // 2]
-    assert np.linalg.norm(half[:3, 3]) > 2.0 and half[2, 2] < 0.0
+    assert np.linalg.norm(half[:3, 3]) > 1.8 and half[2, 2] < 0.0
     for i in range(0, n, max(1, n // 6)):
         assert np.all(np.isfinite(seq.render_frame(i)[1])), i
     assert np.all(np.isfinite(seq.render_frame(n - 1)[1]))

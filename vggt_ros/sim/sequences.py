@@ -163,7 +163,7 @@ def _trajectory(kind: str, num_frames: int, fps: float, seed: int) -> np.ndarray
 
 def _loop_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(theta, arc length, semi axes) of the loop ellipse, scaled to exactly LOOP_PERIMETER metres."""
-    theta = np.linspace(-np.pi / 2, 1.5 * np.pi, 4097)
+    theta = np.linspace(np.pi, 3 * np.pi, 4097)
     a, b = LOOP_SEMI_AXES
     pts = np.stack([a * np.cos(theta), b * np.sin(theta)], axis=1)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
@@ -177,8 +177,9 @@ _LOOP_TABLE = _loop_table()
 def loop_pose(s: float) -> np.ndarray:
     """``scene_T_camera`` at arc length ``s`` metres along the "loop" (periodic in LOOP_PERIMETER).
 
-    Starts at the bottom of the ellipse heading +x; looks along the direction of travel yawed
-    LOOP_INWARD_YAW_DEG towards the inside, slightly down, so views keep the room's objects in sight.
+    Starts on the flat left (wall-side) flank of the ellipse heading -y, so the views around the start
+    change slowly and the closing frames see what the first ones saw; looks along the direction of
+    travel yawed LOOP_INWARD_YAW_DEG towards the inside and slightly down.
     """
     theta_tab, arc_tab, (a, b) = _LOOP_TABLE
     s = float(s) % LOOP_PERIMETER
