@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vggt_ros"
 
-ROS_FREE = ("core", "messages", "model", "eval", "params", "runner", "outputs", "bag", "sim")
+ROS_FREE = ("core", "messages", "model", "eval", "params", "runner", "outputs", "bag", "sim", "graph")
 NO_TOOLS = ("core", "messages", "model", "params", "runner", "outputs")  # may not import bag / sim
 ALLOWED_ROS_IMPORTS: dict[str, set[str]] = {}
 

@@ -182,3 +182,35 @@ def test_bad_arguments_raise():
         render(Scene([]), np.eye(3), np.eye(3), 4, 4)
     with pytest.raises(ValueError, match=">= 0"):
         Box(centre=[0, 0, 0], half_size=[-1, 1, 1])
+
+
+@pytest.mark.parametrize("fps", [5.0, 30.0])
+def test_loop_closes_one_lap_of_8m_with_valid_depth(fps):
+    from vggt_ros.sim.sequences import LOOP_PERIMETER, LOOP_SPEED
+
+    n = int(np.ceil(LOOP_PERIMETER / LOOP_SPEED * fps)) + 3
+    seq = make_sequence("loop", n, height=48, width=64, fps=fps, seed=2)
+    p = seq.world_T_camera[:, :3, 3]
+    steps = np.linalg.norm(np.diff(p, axis=0), axis=1)
+    assert 7.5 < steps.sum() < 8.5
+    # Speed ~0.5 m/s (slightly less: the few extra frames stretch one lap over the sequence).
+    assert 0.45 < steps.mean() * fps <= 0.5 + 1e-9
+    # The last pose is the first one again: the last frames revisit the first frames' viewpoints.
+    assert np.linalg.norm(p[-1] - p[0]) < 0.05
+    rel = seq.world_T_camera[-1, :3, :3].T @ seq.world_T_camera[0, :3, :3]
+    assert np.degrees(Rotation.from_matrix(rel).magnitude()) < 3.0
+    # Halfway round the camera is well away from (and looking away from) the start.
+    half = seq.world_T_camera[n // 2]
+    assert np.linalg.norm(half[:3, 3]) > 1.8 and half[2, 2] < 0.0
+    for i in range(0, n, max(1, n // 6)):
+        assert np.all(np.isfinite(seq.render_frame(i)[1])), i
+    assert np.all(np.isfinite(seq.render_frame(n - 1)[1]))
+
+
+def test_loop_stops_at_one_lap_for_long_sequences():
+    short = make_sequence("loop", 12, height=8, width=8, fps=30.0)
+    long = make_sequence("loop", 400, height=8, width=8, fps=10.0)  # 40 s at 0.5 m/s would be 2.5 laps
+    steps = np.linalg.norm(np.diff(long.world_T_camera[:, :3, 3], axis=0), axis=1)
+    assert steps.sum() < 8.5 and np.linalg.norm(long.world_T_camera[-1, :3, 3]) < 1e-6
+    np.testing.assert_allclose(np.linalg.norm(np.diff(short.world_T_camera[:, :3, 3], axis=0), axis=1) * 30,
+                               0.5, rtol=0.05)

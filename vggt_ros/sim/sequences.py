@@ -23,9 +23,17 @@ from vggt_ros.sim.raycaster import Box, Scene, plane, render
 
 logger = logging.getLogger(__name__)
 
-SEQUENCE_KINDS = ("forward", "orbit", "rotation", "static")
+SEQUENCE_KINDS = ("forward", "orbit", "rotation", "static", "loop")
 ROOM_SIZE = (10.0, 8.0, 3.0)  # x, y, z extents of the room (scene frame), metres
 STAMP_START_NS = 1_000_000_000
+# "loop": an ellipse in the object-free left part of the room (x < -2.1 m), one lap of LOOP_PERIMETER
+# metres at LOOP_SPEED, so the last frames revisit the first ones (loop-closure tests).
+LOOP_CENTRE = (-3.45, 0.0)
+LOOP_SEMI_AXES = (1.05, 1.5)  # x, y before scaling to the exact perimeter
+LOOP_PERIMETER = 8.0  # metres
+LOOP_SPEED = 0.5  # m/s: one lap takes 16 s
+LOOP_HEIGHT = 1.4  # metres (plus a 3 cm bob, three periods per lap)
+LOOP_INWARD_YAW_DEG = 20.0
 
 
 def room_scene(seed: int = 0) -> Scene:
@@ -140,9 +148,47 @@ def _trajectory(kind: str, num_frames: int, fps: float, seed: int) -> np.ndarray
             d[:3, :3] = Rotation.from_rotvec(rng.normal(0.0, np.radians(0.05), 3)).as_matrix()
             d[:3, 3] = rng.normal(0.0, 0.001, 3)
             poses[i] = base @ d if i > 0 else base
+    elif kind == "loop":
+        # One counter-clockwise lap (at most) at 0.5 m/s; a longer sequence slows down so that its last
+        # frame closes the lap exactly, like "orbit" (here the last frame equals the first one).
+        dur = max(t[-1], 1e-9)
+        length = min(LOOP_SPEED * dur, LOOP_PERIMETER)
+        s = t / dur * length if num_frames > 1 else t
+        for i, si in enumerate(s):
+            poses[i] = loop_pose(float(si))
     else:
         raise ValueError(f"unknown sequence kind {kind!r}; expected one of {SEQUENCE_KINDS}")
     return poses
+
+
+def _loop_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(theta, arc length, semi axes) of the loop ellipse, scaled to exactly LOOP_PERIMETER metres."""
+    theta = np.linspace(np.pi, 3 * np.pi, 4097)
+    a, b = LOOP_SEMI_AXES
+    pts = np.stack([a * np.cos(theta), b * np.sin(theta)], axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    scale = LOOP_PERIMETER / arc[-1]
+    return theta, arc * scale, np.array([a, b]) * scale
+
+
+_LOOP_TABLE = _loop_table()
+
+
+def loop_pose(s: float) -> np.ndarray:
+    """``scene_T_camera`` at arc length ``s`` metres along the "loop" (periodic in LOOP_PERIMETER).
+
+    Starts on the flat left (wall-side) flank of the ellipse heading -y, so the views around the start
+    change slowly and the closing frames see what the first ones saw; looks along the direction of
+    travel yawed LOOP_INWARD_YAW_DEG towards the inside and slightly down.
+    """
+    theta_tab, arc_tab, (a, b) = _LOOP_TABLE
+    s = float(s) % LOOP_PERIMETER
+    th = float(np.interp(s, arc_tab, theta_tab))
+    phase = 2 * np.pi * s / LOOP_PERIMETER
+    eye = np.array([LOOP_CENTRE[0] + a * np.cos(th), LOOP_CENTRE[1] + b * np.sin(th),
+                    LOOP_HEIGHT + 0.03 * np.sin(3 * phase)])
+    heading = np.arctan2(b * np.cos(th), -a * np.sin(th)) + np.radians(LOOP_INWARD_YAW_DEG)
+    return look_at(eye, eye + np.array([np.cos(heading), np.sin(heading), -0.12]))
 
 
 @dataclass
@@ -263,6 +309,24 @@ class _SequenceGT(Mapping):
         return len(self._index)
 
 
+def world_poses(scene_T_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(world_T_camera [N, 4, 4], scene_T_world 4x4): poses re-expressed in the first camera's frame.
+
+    Shared by every synthetic sequence so all of them use the same world convention.
+    """
+    scene_T_world = scene_T_camera[0].copy()
+    world_T_scene = np.linalg.inv(scene_T_world)
+    world_T_camera = np.einsum("ij,njk->nik", world_T_scene, scene_T_camera)
+    world_T_camera[0] = np.eye(4)
+    return world_T_camera, scene_T_world
+
+
+def frame_stamps(num_frames: int, fps: float) -> np.ndarray:
+    """[N] int64 stamps: from 1 s, round(1e9 / fps) ns apart (the same clock for every sequence)."""
+    step = int(round(1e9 / fps))
+    return STAMP_START_NS + step * np.arange(num_frames, dtype=np.int64)
+
+
 def make_sequence(
     kind: str,
     num_frames: int,
@@ -276,7 +340,8 @@ def make_sequence(
     """Build a synthetic sequence in the textured room.
 
     kind: "forward" (walk forward, 0.8 m/s), "orbit" (radius 3 m around the room centre, looking in,
-    30 deg/s), "rotation" (yaw sweep in place, 45 deg/s), "static" (tiny jitter). Stamps start at
+    30 deg/s), "rotation" (yaw sweep in place, 45 deg/s), "static" (tiny jitter), "loop" (one lap of an
+    8 m ellipse at 0.5 m/s, 16 s; the last frames revisit the first). Stamps start at
     1 s and step by round(1e9 / fps) ns.
     """
     if kind not in SEQUENCE_KINDS:
@@ -285,13 +350,8 @@ def make_sequence(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    scene_T_cam = _trajectory(kind, num_frames, fps, seed)
-    scene_T_world = scene_T_cam[0].copy()
-    world_T_scene = np.linalg.inv(scene_T_world)
-    world_T_camera = np.einsum("ij,njk->nik", world_T_scene, scene_T_cam)
-    world_T_camera[0] = np.eye(4)
-    step = int(round(1e9 / fps))
-    stamps = STAMP_START_NS + step * np.arange(num_frames, dtype=np.int64)
+    world_T_camera, scene_T_world = world_poses(_trajectory(kind, num_frames, fps, seed))
+    stamps = frame_stamps(num_frames, fps)
     return SyntheticSequence(
         kind=kind, scene=room_scene(seed), K=default_intrinsics(height, width, hfov_deg), height=height,
         width=width, fps=fps, stamps_ns=stamps, world_T_camera=world_T_camera, scene_T_world=scene_T_world,
