@@ -67,6 +67,8 @@ setup(
         "torch>=2.7",
         "numpy>=1.26",
         "scipy>=1.11",
+        # the keyframe pose graph (vggt_ros/graph/pose_graph.py): iSAM2 over SE(3), BSD licence
+        "gtsam>=4.2",
         "opencv-python-headless>=4.8",
         "pillow>=9.1",
         "safetensors>=0.4",

@@ -29,7 +29,7 @@ def _img(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- config
 def test_config_defaults_and_validation() -> None:
     c = PipelineConfig()
-    assert c.window_size == 8 and c.stride == 4 and c.num_context_frames == 4
+    assert c.window_size == 8 and c.stride == 2 and c.num_context_frames == 6 and c.context_recent_frames == 3
     with pytest.raises(ValueError, match="stride"):
         PipelineConfig(window_size=4, stride=4)
     with pytest.raises(ValueError, match="skip_policy"):
@@ -101,7 +101,7 @@ def test_buffer_rejects_bad_input_with_counters(caplog: pytest.LogCaptureFixture
 
 
 def test_buffer_keep_newest_skips_but_keeps_anchor() -> None:
-    buf = FrameBuffer(4, 2, "keep_newest")
+    buf = FrameBuffer(4, 2, "keep_newest", recent_frames=0)
     for s in range(4):
         buf.add_frame(Frame(s, _img()))
     ctx, new = buf.take_window()
@@ -117,8 +117,23 @@ def test_buffer_keep_newest_skips_but_keeps_anchor() -> None:
     assert buf.take_window() is None
 
 
+def test_buffer_context_recent_frames_first() -> None:
+    """The newest placed frames come before older keyframes, so each frame is predicted again."""
+    buf = FrameBuffer(6, 2, "keep_all", recent_frames=2)
+    for s in range(6):
+        buf.add_frame(Frame(s, _img()))
+    _ctx, new = buf.take_window()
+    for f in new:
+        buf.mark_placed(f, is_keyframe=f.stamp_ns in (0, 2, 4))
+    for s in (6, 7):
+        buf.add_frame(Frame(s, _img()))
+    ctx, _ = buf.take_window(covisible=lambda f, n: f.stamp_ns >= 2)
+    # latest keyframe 4, the 2 newest others (5, 3), then older keyframes (2); anchor: keyframe 2
+    assert [f.stamp_ns for f in ctx] == [2, 3, 4, 5]
+
+
 def test_buffer_anchor_is_oldest_covisible_keyframe() -> None:
-    buf = FrameBuffer(6, 2, "keep_all")
+    buf = FrameBuffer(6, 2, "keep_all", recent_frames=0)
     for s in range(6):
         buf.add_frame(Frame(s, _img()))
     _ctx, new = buf.take_window()

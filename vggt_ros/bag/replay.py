@@ -41,7 +41,12 @@ from vggt_ros.bag.report import (
     trajectory_metrics,
     write_metrics_json,
 )
-from vggt_ros.bag.results import stream_warnings, write_trajectory_files, write_trajectory_plot
+from vggt_ros.bag.results import (
+    optimised_trajectory_metrics,
+    stream_warnings,
+    write_trajectory_files,
+    write_trajectory_plot,
+)
 from vggt_ros.bag.writer import OutputBagWriter
 from vggt_ros.core.frames import world_T_optical_world
 from vggt_ros.core.pipeline import StreamingPipeline
@@ -433,6 +438,7 @@ def replay_bag(
             if "error" in traj:
                 warnings.append(f"trajectory metrics unavailable: {traj['error']}")
         metrics["trajectory"] = traj
+        metrics["trajectory_optimised"] = optimised_trajectory_metrics(out, pipe, col, gt, warnings)
         metrics["depth"] = depth_acc.metrics(col.metric) if len(depth_acc) else {"frames": 0}
         ws = np.array([v for v in col.window_scales if np.isfinite(v)])  # world units per window unit
         scales = {"min": ws.min(), "median": np.median(ws), "max": ws.max()} if ws.size else {}

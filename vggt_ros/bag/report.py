@@ -310,6 +310,12 @@ def summary_markdown(m: Mapping[str, Any]) -> str:
                 f"| ATE RMSE with Sim(3) instead | {_fmt(t['ate_sim3']['rmse'])} "
                 f"(scale {_fmt(t['scale_factor_sim3'])}) |"
             )
+        o = m.get("trajectory_optimised") or {}
+        if "ate" in o:
+            lines.append(
+                f"| ATE RMSE, pose graph (trajectory_optimised.tum) [{units}] | {_fmt(o['ate']['rmse'])} "
+                f"({o['loop_closures']} loop closures) |"
+            )
     else:
         lines.append(t.get("error", "no ground truth given (use --gt FILE or --gt-topic SPEC)"))
     d = m.get("depth") or {}
@@ -370,6 +376,7 @@ BATCH_COLUMNS = (
     "matched",
     "alignment",
     "ate_rmse",
+    "ate_rmse_optimised",
     "ate_rmse_over_length",
     "scale_factor",
     "rpe_trans_rmse",
@@ -397,6 +404,7 @@ def batch_row(name: str, m: Mapping[str, Any] | None, error: str = "") -> dict[s
             matched=t.get("matched", ""),
             alignment=t.get("alignment", ""),
             ate_rmse=(t.get("ate") or {}).get("rmse", ""),
+            ate_rmse_optimised=((m.get("trajectory_optimised") or {}).get("ate") or {}).get("rmse", ""),
             ate_rmse_over_length=t.get("ate_rmse_over_length", ""),
             scale_factor=t.get("scale_factor", ""),
             rpe_trans_rmse=(t.get("rpe") or {}).get("trans_rmse", ""),

@@ -10,7 +10,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vggt_ros.bag.groundtruth import GroundTruth
 from vggt_ros.bag.reader import BagSource
+from vggt_ros.bag.report import trajectory_metrics
+from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.world_map import WorldMap
 from vggt_ros.eval.tum import write_tum
 
@@ -22,6 +25,7 @@ class Trajectory(Protocol):
     poses: list[np.ndarray]
     key_stamps: list[int]
     key_poses: list[np.ndarray]
+    metric: bool
 
 
 def stream_warnings(src: BagSource, pipeline_counters: Mapping[str, int], skip_policy: str,
@@ -84,3 +88,22 @@ def write_trajectory_plot(path: Path, traj: Mapping[str, Any], stamps: np.ndarra
             plot_trajectory(path, stamps, est[:, :3, 3], title=title)
     except Exception as exc:  # noqa: BLE001
         logger.warning("trajectory.png not written: %s", exc)
+
+
+def optimised_trajectory_metrics(out: Path, pipe: StreamingPipeline, col: Trajectory, gt: GroundTruth | None,
+                                 warnings: list[str]) -> dict[str, Any]:
+    """The pose graph's trajectory (every frame it kept, after the last loop closure) next to the
+    odometry's: trajectory_optimised.tum and its ATE (empty without a pose graph)."""
+    opt = pipe.optimised_trajectory()
+    stamps = [s for s in col.stamps if s in opt]
+    if not stamps:
+        return {}
+    poses = np.stack([opt[s] for s in stamps])
+    write_tum(out / "trajectory_optimised.tum", np.array(stamps, np.int64), poses)
+    loops = int(pipe.counters().get("loop_closures", 0))
+    res: dict[str, Any] = {"frames": len(stamps), "loop_closures": loops}
+    if gt is not None:
+        res.update(trajectory_metrics(stamps, poses, gt, col.metric))
+        if "error" in res:
+            warnings.append(f"optimised trajectory metrics unavailable: {res['error']}")
+    return res

@@ -51,6 +51,7 @@ class PipelineConfig:
     sim3_refine: bool = _d("sim3_refine")
     context_pose_averaging: bool = _d("context_pose_averaging")
     anchor_min_overlap: float = _d("anchor_min_overlap")
+    context_recent_frames: int = _d("context_recent_frames")
     # --- metric scale -------------------------------------------------------------------------------
     scale_source: str = _d("scale_source")
     fixed_scale: float = _d("fixed_scale")
@@ -84,6 +85,15 @@ class PipelineConfig:
     target_size: int = _d("target_size")
     # --- diagnostics --------------------------------------------------------------------------------
     log_interval_s: float = _d("log_interval_s")
+    # --- pose graph and loop closure ----------------------------------------------------------------
+    pose_graph: bool = _d("pose_graph")
+    loop_closure: bool = _d("loop_closure")
+    loop_min_score: float = _d("loop_min_score")
+    loop_min_keyframe_gap: int = _d("loop_min_keyframe_gap")
+    loop_min_overlap: float = _d("loop_min_overlap")
+    loop_gate_sigmas: float = _d("loop_gate_sigmas")
+    loop_max_keyframes: int = _d("loop_max_keyframes")
+    graph_max_frames: int = _d("graph_max_frames")
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys, kept for logs
 
     def __post_init__(self) -> None:

@@ -131,6 +131,7 @@ class FrameBuffer:
         max_pending_frames: int = default_of("max_pending_frames"),
         counters: Counters | None = None,
         log_interval_s: float = default_of("log_interval_s"),
+        recent_frames: int = default_of("context_recent_frames"),
     ) -> None:
         if not 1 <= stride < window_size:
             raise ValueError(f"stride must be in [1, window_size - 1], got {stride} for {window_size}")
@@ -138,6 +139,7 @@ class FrameBuffer:
         self.stride = int(stride)
         self.skip_policy = skip_policy
         self.max_pending = int(max_pending_frames)
+        self.recent_frames = int(recent_frames)
         self.counters = counters if counters is not None else Counters()
         self._rl = RateLimitedLogger(logger, log_interval_s)
         self._lock = threading.Lock()
@@ -212,8 +214,9 @@ class FrameBuffer:
         """Pop the next window as ``(context_frames, new_frames)``; None until enough new frames.
 
         Bootstrap (nothing placed yet): ``window_size`` new frames and no context. Otherwise the
-        context is the last keyframe, older keyframes, then the most recent placed frames,
-        ``window_size - stride`` in all (fewer early on); then ``stride`` new frames. The anchor,
+        context is the last keyframe, the ``recent_frames`` most recently placed frames, older
+        keyframes, then more recent frames, ``window_size - stride`` in all (fewer early on); then
+        ``stride`` new frames. The anchor,
         put first (it defines the window frame), is the oldest context keyframe for which
         ``covisible(keyframe, num_new)`` holds, else the last keyframe (no callback: always the last
         keyframe). ``flush`` takes whatever is pending (at least one frame).
@@ -233,17 +236,19 @@ class FrameBuffer:
         latest = self._keyframes[-1]
         ctx = [latest]
         seen = {latest.stamp_ns}
-        for f in reversed(self._keyframes[:-1]):
-            if len(ctx) >= self.num_context:
-                break
-            ctx.append(f)
-            seen.add(f.stamp_ns)
-        for f in reversed(self._recent):
-            if len(ctx) >= self.num_context:
-                break
-            if f.stamp_ns not in seen:
-                ctx.append(f)
-                seen.add(f.stamp_ns)
+
+        def take(frames: list[Frame], limit: int) -> None:
+            for f in frames:
+                if len(ctx) >= limit:
+                    break
+                if f.stamp_ns not in seen:
+                    ctx.append(f)
+                    seen.add(f.stamp_ns)
+
+        newest_first = list(reversed(self._recent))
+        take(newest_first, min(self.num_context, 1 + self.recent_frames))  # seen again: averaged later
+        take(list(reversed(self._keyframes[:-1])), self.num_context)  # older keyframes: less drift
+        take(newest_first, self.num_context)
         anchor = latest
         if covisible is not None:
             kfs = {f.stamp_ns for f in self._keyframes}

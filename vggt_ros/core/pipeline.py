@@ -38,6 +38,7 @@ and expressed in the world frame of :mod:`vggt_ros.core.frames`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -47,7 +48,7 @@ import numpy as np
 from vggt_ros.core.alignment import Alignment, ContextRef, align_window, bootstrap_alignment, stored_usable
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frame_buffer import Counters, FrameBuffer, RateLimitedLogger
-from vggt_ros.core.frames import world_T_optical_world
+from vggt_ros.core.frames import invert_pose, scale_pose, to_output_pose, world_T_optical_world
 from vggt_ros.core.keyframes import KeyframeSelector
 from vggt_ros.core.pose_state import (
     MIN_VARIANCE,
@@ -64,6 +65,9 @@ from vggt_ros.core.types import Frame, Predictor, TrackOutput, WindowOutput
 from vggt_ros.core.window_outputs import FrameOutputBuilder
 from vggt_ros.core.window_types import PlacedWindow, WindowJob
 from vggt_ros.core.world_map import WorldMap
+from vggt_ros.graph.backend import GraphBackend, WindowNoise
+from vggt_ros.graph.keyframe_clouds import KeyframeClouds
+from vggt_ros.graph.loop_closure import LoopClosure, LoopJob
 from vggt_ros.prediction import Prediction, PreprocessInfo
 
 logger = logging.getLogger(__name__)
@@ -81,7 +85,7 @@ class StreamingPipeline:
         self._rl = RateLimitedLogger(logger, config.log_interval_s)
         self._buffer = FrameBuffer(
             config.window_size, config.stride, config.skip_policy, config.max_pending_frames,
-            self._counters, config.log_interval_s,
+            self._counters, config.log_interval_s, config.context_recent_frames,
         )
         self._selector = KeyframeSelector(
             config.min_parallax_px, config.min_rotation_deg, config.min_translation,
@@ -93,6 +97,7 @@ class StreamingPipeline:
         )
         self._noise = NoiseEstimate(config.pose_rot_sigma_deg, config.pose_trans_sigma_rel)
         self._map = WorldMap(config.voxel_size, config.map_max_points)
+        self._kf_clouds = KeyframeClouds(2 * config.map_max_points)
         self._tracks = TrackIdRegistry(config.track_match_px)
         self._world_T_optical = world_T_optical_world(config.world_frame_convention, config.base_T_camera)
         self._outputs = FrameOutputBuilder(config, self._counters, self._rl, self._world_T_optical)
@@ -100,6 +105,11 @@ class StreamingPipeline:
         self._next_index = 0
         self._map_scale = 1.0  # metric factor the map's points were inserted with
         self._last_placed: list[int] = []  # stamps of the last two placed frames (motion extrapolation)
+        c = config
+        self._graph = (GraphBackend(c.loop_closure, c.loop_min_score, c.loop_min_keyframe_gap,
+                                    c.loop_min_overlap, c.loop_gate_sigmas, c.loop_max_keyframes,
+                                    c.graph_max_frames, self._counters, self._rl)
+                       if c.pose_graph else None)
 
     # ------------------------------------------------------------------ stream side
     def add_frame(self, frame: Frame) -> bool:
@@ -318,13 +328,29 @@ class StreamingPipeline:
             self._buffer.mark_placed(f, is_kf)
             self._last_placed = [*self._last_placed[-1:], int(f.stamp_ns)]
         timings["keyframes"] = time.perf_counter() - t
+        if self._graph is not None:
+            timings["graph"] = self._feed_graph(job, pred, poses, keyflags, noise_t)
         tracks = self._track_output(job, pred)
         keep = self._buffer.retained_stamps()
         for s in [s for s in self._states if s not in keep]:
             del self._states[s]
         return PlacedWindow(
             job, job.epoch, None, pred, poses, depth_world, masks, keyflags, variances, float(align.scale),
-            float(self._scale.scale), bool(self._scale.is_metric), float(align.residual), tracks, timings)
+            float(self._scale.scale), bool(self._scale.is_metric), float(align.residual), tracks, timings,
+            self.map_T_odom())
+
+    def _feed_graph(self, job: WindowJob, pred: Prediction, poses: np.ndarray, keyflags: dict[int, bool],
+                    noise_t: float) -> float:
+        """Hand the placed window to the pose graph (seconds spent)."""
+        assert self._graph is not None
+        is_kf = [keyflags[i] if is_new else self._states[int(f.stamp_ns)].is_keyframe
+                 for i, (f, is_new) in enumerate(zip(job.frames, job.new_mask))]
+        conf = pred.depth_conf.reshape(len(job.frames), -1)
+        mean_conf = np.array([float(np.mean(c[np.isfinite(c)])) if np.isfinite(c).any() else 1.0
+                              for c in conf])
+        noise = WindowNoise(float(np.sqrt(self._noise.rot_var)),
+                            float(np.sqrt(self._noise.trans_var * noise_t)))
+        return self._graph.add_window(job, poses, is_kf, noise, mean_conf, pred.descriptors)
 
     def _emit_locked(self, placed: PlacedWindow) -> WindowOutput:
         cfg = self.config
@@ -344,15 +370,27 @@ class StreamingPipeline:
                       for i in new_idx]
         timings["outputs"] = time.perf_counter() - t
         t = time.perf_counter()
+        correction = None
+        if placed.map_T_odom is not None:  # the map is the pose graph's: corrected poses
+            W = self._world_T_optical
+            correction = W @ scale_pose(placed.map_T_odom, metres_per_unit) @ invert_pose(W)
+        if placed.optimised_poses:  # a loop closed: re-place every keyframe's points
+            self._kf_clouds.rebuild(self._map, placed.optimised_poses.get)
         for fo in frames_out:
             if cfg.map_update == "all" or fo.is_keyframe:
-                T = fo.world_T_camera
+                T = fo.world_T_camera if correction is None else correction @ fo.world_T_camera
                 self._map.add(fo.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3], fo.colors)
+            if fo.is_keyframe and self._graph is not None:
+                self._kf_clouds.add(fo.stamp_ns, fo.points, fo.colors)
         timings["map"] = time.perf_counter() - t
+        loops = [dataclasses.replace(e, match_T_query=scale_pose(e.match_T_query, metres_per_unit),
+                                     correction_translation=e.correction_translation * metres_per_unit)
+                 for e in placed.loop_closures]
         self._counters.add("frames_out", len(frames_out))
         return WindowOutput(job.window_index, True, frames_out, placed.tracks,
                             scale=float(placed.window_scale * metres_per_unit), residual=placed.residual,
-                            timings=timings)
+                            timings=timings, map_T_odom=correction, loop_closures=loops,
+                            optimised_poses=placed.optimised_poses)
 
     def _depth_scale_sample(self, metric_depth: np.ndarray, depth_world: np.ndarray, mask: np.ndarray,
                             info: PreprocessInfo) -> None:
@@ -384,6 +422,35 @@ class StreamingPipeline:
         self._tracks.update(job.frame_keys, ids, positions, vis)
         self._counters.add("track_windows")
         return TrackOutput(job.frame_keys, 0, ids, positions, vis, conf, job.frames[0].frame_id)
+
+    # ------------------------------------------------------------------ pose graph
+    def map_T_odom(self) -> np.ndarray | None:
+        """The pose graph's correction (core world, world units); None without a graph."""
+        with self._lock:
+            return None if self._graph is None else self._graph.correction()
+
+    def loop_job(self) -> LoopJob | None:
+        """A keyframe pair to verify with the predictor (the worker runs it after placing a window)."""
+        with self._lock:
+            latest = self._buffer.last_keyframe()
+            if self._graph is None or latest is None:
+                return None
+            st = self._states.get(int(latest.stamp_ns))
+            return self._graph.loop_job(None if st is None else (st.depth, st.conf))
+
+    def close_loop(self, job: LoopJob, prediction: Prediction) -> LoopClosure | None:
+        """Verify the predicted pair of :meth:`loop_job`; the accepted loop closure, or None."""
+        with self._lock:
+            return None if self._graph is None else self._graph.close_loop(job, prediction)
+
+    def optimised_trajectory(self) -> dict[int, np.ndarray]:
+        """Every kept frame's optimised pose, published world and units (empty without a graph)."""
+        with self._lock:
+            if self._graph is None:
+                return {}
+            m = self._scale.scale
+            return {s: to_output_pose(T, m, self._world_T_optical)
+                    for s, T in self._graph.optimised_trajectory().items()}
 
     # ------------------------------------------------------------------ state
     def counters(self) -> dict[str, int]:
@@ -443,8 +510,11 @@ class StreamingPipeline:
             self._noise = NoiseEstimate(self.config.pose_rot_sigma_deg, self.config.pose_trans_sigma_rel)
             self._scale.reset()
             self._map.clear_points()
+            self._kf_clouds.clear()
             self._tracks.reset()
             self._states.clear()
+            if self._graph is not None:
+                self._graph.reset()
             self._last_placed = []
             self._map_scale = 1.0
             self._counters.add("resets")

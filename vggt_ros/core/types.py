@@ -141,3 +141,8 @@ class WindowOutput:
     residual: float = float("nan")
     rejection_reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    # the pose graph's map <- odom correction (published world and units; None: no graph) and the loop
+    # closures accepted with this window (vggt_ros.graph.loop_closure.LoopClosure)
+    map_T_odom: np.ndarray | None = None
+    loop_closures: list[Any] = field(default_factory=list)
+    optimised_poses: dict[int, np.ndarray] | None = None  # after a loop closure: the corrected trajectory

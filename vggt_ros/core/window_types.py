@@ -7,7 +7,8 @@ these around without needing the pipeline itself (:mod:`vggt_ros.core.pipeline`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,9 @@ class PlacedWindow:
     residual: float = float("nan")
     tracks: TrackOutput | None = None
     timings: dict[str, float] | None = None
+    map_T_odom: np.ndarray | None = None  # the pose graph's correction after this window (core world)
+    loop_closures: list[Any] = field(default_factory=list)  # graph.loop_closure.LoopClosure accepted with it
+    optimised_poses: dict[int, np.ndarray] | None = None  # after a loop: every frame's, published world
 
     @property
     def accepted(self) -> bool:

@@ -31,6 +31,7 @@ from vggt_ros.core.types import WindowOutput
 from vggt_ros.messages.camera_info import camera_info_fields
 from vggt_ros.messages.diagnostics import diagnostic_array_fields, diagnostic_status_fields
 from vggt_ros.messages.images import confidence_image_fields, depth_image_fields, rgb_image_fields
+from vggt_ros.messages.loop_closures import loop_closure_fields
 from vggt_ros.messages.point_clouds import pointcloud2_fields
 from vggt_ros.messages.poses import odometry_fields, transform_stamped_fields
 from vggt_ros.messages.tracks import keypoint_tracks_fields
@@ -101,7 +102,9 @@ class OutputBuilder:
         self.factory = factory
         self.frames = frames
         self.enabled = frozenset(o.key for o in enabled_outputs(params))
-        self._path = PathCdr(frames.world_frame, int(params["path_max_poses"]) or None)
+        # with the pose graph, the path and the map are its corrected ones, in the map frame
+        self.corrected_frame = frames.map_frame if params["pose_graph"] else frames.world_frame
+        self._path = PathCdr(self.corrected_frame, int(params["path_max_poses"]) or None)
         self._path_new = False
         self._newest_stamp: int | None = None
         self._map_new = False
@@ -162,8 +165,8 @@ class OutputBuilder:
                 if "odometry" in on:
                     odom = self._odometry(placed.pose, fo.pose_covariance, s, placed.child_frame)
                     out.append(self._msg("odometry", odom, s))
-                if "path" in on:
-                    self._path.add(placed.pose, s)
+                if "path" in on and not output.optimised_poses:
+                    self._path.add(self.frames.graph_correction @ placed.pose, s)
                     self._path_new = True
             if "grid" in on and fo.is_keyframe:
                 self._integrate_grid(fo)
@@ -180,10 +183,34 @@ class OutputBuilder:
                 out.append(self._msg("points", pointcloud2_fields(fo.points, fo.colors, s, cam), s))
             self._newest_stamp = s if self._newest_stamp is None else max(self._newest_stamp, s)
             self._map_new = True
+        if output.frames:
+            out += self._graph_outputs(output, int(output.frames[-1].stamp_ns))
         tracks = output.tracks
         if "tracks" in on and tracks is not None and tracks.positions.shape[1] > 0:
             fields = keypoint_tracks_fields(tracks)
             out.append(self._msg("tracks", fields, int(tracks.stamps_ns[-1])))
+        return out
+
+    def _graph_outputs(self, output: WindowOutput, stamp: int) -> list[Outgoing]:
+        """The pose graph's correction as TF, its loop closures, and after a loop the whole path
+        again from the optimised poses."""
+        out: list[Outgoing] = []
+        if output.map_T_odom is not None:
+            tf = self.frames.correction_tf(output.map_T_odom)
+            if tf is not None and "tf" in self.enabled:
+                fields = transform_stamped_fields(tf[0], stamp, tf[1], tf[2])
+                msg = self.factory.build("geometry_msgs/msg/TransformStamped", fields)
+                out.append(Outgoing("tf", [msg], stamp))
+        if output.loop_closures and "loops" in self.enabled:
+            out.append(self._msg("loops", loop_closure_fields(output.loop_closures, stamp,
+                                                              self.corrected_frame), stamp))
+        if output.optimised_poses and "path" in self.enabled:
+            self._path.clear()
+            for s in sorted(output.optimised_poses):
+                T = self.frames.published_pose(output.optimised_poses[s])
+                if T is not None:
+                    self._path.add(T, s)
+            self._path_new = True
         return out
 
     def _integrate_grid(self, fo: Any) -> None:
@@ -220,7 +247,7 @@ class OutputBuilder:
         self._map_new = False
         stamp = int(self._newest_stamp)  # type: ignore[arg-type]
         cols = None if colors is None else np.asarray(colors, np.uint8).reshape(-1, 3)
-        return self._msg("map", pointcloud2_fields(pts, cols, stamp, self.frames.world_frame), stamp)
+        return self._msg("map", pointcloud2_fields(pts, cols, stamp, self.corrected_frame), stamp)
 
     def grid(self) -> Outgoing | None:
         """The occupancy grid in the published world frame, stamped with the newest frame, when

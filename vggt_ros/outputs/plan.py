@@ -40,6 +40,7 @@ OUTPUTS: tuple[OutputSpec, ...] = (
     OutputSpec("grid", "grid", "nav_msgs/msg/OccupancyGrid", "publish_grid", qos="latched",
                period_param="grid_publish_period_s"),
     OutputSpec("tracks", "tracks", KEYPOINT_TRACKS_TYPE, "publish_tracks"),
+    OutputSpec("loops", "loop_closures", "diagnostic_msgs/msg/DiagnosticArray", "publish_loop_closures"),
     OutputSpec("diagnostics", "/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "publish_diagnostics",
                period_param="diagnostics_period_s"),
 )
@@ -53,6 +54,8 @@ def enabled_outputs(params: Mapping[str, Any]) -> tuple[OutputSpec, ...]:
         if not params[o.enabled_by]:
             continue
         if o.key == "tracks" and params["num_track_queries"] <= 0:
+            continue
+        if o.key == "loops" and not (params["pose_graph"] and params["loop_closure"]):
             continue
         on.append(o)
     return tuple(on)

@@ -56,6 +56,7 @@ class PoseFrames:
         self._mount: np.ndarray | None = None  # base_T_camera, decided at the first frame
         self.child_frame = self.base_frame
         self.last_map_to_odom: np.ndarray | None = None
+        self.graph_correction = np.eye(4)  # the pose graph's map <- odom, published frames
         self.fallback_reason = ""
 
     def reset(self) -> None:
@@ -63,6 +64,7 @@ class PoseFrames:
         self._mount = None
         self.child_frame = self.base_frame
         self.last_map_to_odom = None
+        self.graph_correction = np.eye(4)
         self.fallback_reason = ""
 
     def _decide_mount(self, camera_frame: str, stamp_ns: int) -> None:
@@ -97,9 +99,38 @@ class PoseFrames:
             odom_T_base = self._lookup(self.odom_frame, self.base_frame, stamp_ns, self.tf_timeout_s)
         if odom_T_base is None:
             return PlacedPose(w_T_base, self.child_frame, None)
-        self.last_map_to_odom = w_T_base @ invert_pose(odom_T_base)  # the node also republishes it
+        # the node also republishes it; the pose graph's correction moves our pose into the map first
+        self.last_map_to_odom = self.graph_correction @ w_T_base @ invert_pose(odom_T_base)
         tf = (self.last_map_to_odom, self.map_frame, self.odom_frame)
         return PlacedPose(w_T_base, self.child_frame, tf)
+
+    def correction_tf(self, map_T_odom: np.ndarray) -> tuple[np.ndarray, str, str] | None:
+        """The pose graph's correction (the core's published world) as ``map_frame -> odom_frame``.
+
+        Base mode only, once the mount is known. With an external odometry (``publish_map_to_odom``)
+        the correction is folded into the next map -> odom instead (None here). Camera mode has no
+        odom frame to carry it: the corrected map and path are in the map frame, poses are not."""
+        if not self.base_mode:
+            self.graph_correction = np.asarray(map_T_odom, np.float64)
+            return None
+        if self._mount is None:
+            return None
+        G = self._mount @ self._optical_T_world
+        C = G @ np.asarray(map_T_odom, np.float64) @ invert_pose(G)
+        self.graph_correction = C
+        if self.map_to_odom:
+            return None
+        self.last_map_to_odom = C
+        return (C, self.map_frame, self.odom_frame)
+
+    def published_pose(self, world_T_camera: np.ndarray) -> np.ndarray | None:
+        """A core pose as published (the child frame's pose), without deciding anything; None while
+        the mount is unknown in base mode."""
+        if not self.base_mode:
+            return world_T_camera
+        if self._mount is None:
+            return None
+        return self._mount @ self._optical_T_world @ world_T_camera @ invert_pose(self._mount)
 
     def map_points(self, points: np.ndarray) -> np.ndarray | None:
         """Map points of the core's world in the published world; None while that is unknown."""

@@ -117,6 +117,9 @@ _NODE = (
        "with base_T_camera)", "publish"),
     _p("publish_tracks", True, bool, "Publish vggt_ros/KeypointTracks on 'tracks' (needs "
        "num_track_queries > 0)", "publish"),
+    _p("publish_loop_closures", True, bool, "Announce each accepted loop closure on 'loop_closures' "
+       "(diagnostic_msgs/DiagnosticArray, one status per closure; needs pose_graph and loop_closure)",
+       "publish"),
     _p("publish_diagnostics", True, bool, "Publish diagnostic_msgs/DiagnosticArray on /diagnostics",
        "publish"),
     _p("overlap_outputs", True, bool, "Build the per-frame outputs, update the map and publish on a "
@@ -167,7 +170,9 @@ def _c(name: str, default: Any, typ: type, description: str, **kw: Any) -> Param
 _PIPELINE = (
     # window and queue
     _c("window_size", 8, int, "Frames per VGGT window (context + new)", low=2, high=256),
-    _c("stride", 4, int, "New frames per window (per inference); must be < window_size", low=1),
+    _c("stride", 2, int, "New frames per window (per inference); must be < window_size. With "
+       "context_recent_frames, each frame is seen by about 1 + context_recent_frames / stride windows",
+       low=1),
     _c("skip_policy", "keep_newest", str, "When inference is slower than the camera: keep_newest drops "
        "older pending frames, keep_all queues up to max_pending_frames (oldest dropped beyond)",
        choices=SKIP_POLICIES),
@@ -197,6 +202,9 @@ _PIPELINE = (
     _c("anchor_min_overlap", 0.2, float, "The window's anchor (its first frame) is the oldest context "
        "keyframe whose view still covers this fraction of the predicted newest view (fewer hand-overs, "
        "less drift); 1: always the latest keyframe", low=0.0, high=1.0),
+    _c("context_recent_frames", 3, int, "Context frames taken from the most recently placed frames "
+       "(the others are older keyframes): every frame is predicted again by the next windows, and the "
+       "pose graph averages those estimates", low=0),
     # metric scale
     _c("scale_source", "none", str, "Metric scale: none (VGGT units), fixed (fixed_scale metres per "
        "unit), depth (metric_depth of RGB-D frames), odometry (external odometry translation)",
@@ -255,6 +263,24 @@ _PIPELINE = (
        multiple_of=14),
     # diagnostics
     _c("log_interval_s", 5.0, float, "Rate limit of repeated warnings, s", low=0.0),
+    # pose graph and loop closure
+    _c("pose_graph", True, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
+       "iSAM2): the optimised trajectory, the map -> odom correction, the corrected map and path"),
+    _c("loop_closure", True, bool, "Detect revisited places (global descriptors per keyframe), verify "
+       "them with the predictor on the keyframe pair and add loop factors (needs pose_graph)"),
+    _c("loop_min_score", 0.7, float, "Descriptor cosine similarity a loop candidate needs", low=0.0,
+       high=1.0),
+    _c("loop_min_keyframe_gap", 20, int, "Loop candidates are at least this many keyframes older than "
+       "the current one (nearer ones are already linked by the windows)", low=1),
+    _c("loop_min_overlap", 0.3, float, "Verification: fraction of the candidate's confident points that "
+       "the predicted pair puts inside the current view, at a consistent depth", low=0.0, high=1.0),
+    _c("loop_gate_sigmas", 5.0, float, "Verification: the loop's correction must be within this many "
+       "standard deviations of the graph's own uncertainty (rejects look-alike places)", low=0.0,
+       low_open=True),
+    _c("loop_max_keyframes", 5000, int, "Keyframes kept as loop candidates (descriptor and a JPEG "
+       "image each); the oldest are forgotten beyond", low=1),
+    _c("graph_max_frames", 100000, int, "Frames whose optimised pose is kept (corrected path and "
+       "trajectory); the oldest are forgotten beyond", low=1),
 )
 
 PARAMS: tuple[ParamSpec, ...] = (*_NODE, *_PIPELINE)

@@ -266,7 +266,8 @@ class VggtNode(LifecycleNode):
                     (p["map_publish_period_s"], self._publish_map),
                     (p["grid_publish_period_s"], self._publish_grid),
                     (p["diagnostics_period_s"], self._publish_diagnostics)]
-        if p["publish_map_to_odom"] and self._tf_broadcaster is not None:
+        corrects = p["publish_map_to_odom"] or (p["pose_graph"] and p["odom_frame"])  # map -> odom is ours
+        if corrects and self._tf_broadcaster is not None:
             periodic.append((p["map_to_odom_period_s"], self._republish_map_to_odom))
         self._inputs = subs + [self.create_timer(t, fn, callback_group=timers) for t, fn in periodic]
 

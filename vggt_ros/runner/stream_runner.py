@@ -229,6 +229,8 @@ class StreamRunner:
         placed = self.pipeline.place(job, prediction)  # the next window's context is now known
         if placed.timings is not None:
             placed.timings["predict"] = t1 - t0
+        if placed.accepted:
+            self._verify_loop(placed)
         if serial or not self.has_output_thread:
             self._emit(placed, t0)
             return
@@ -242,6 +244,27 @@ class StreamRunner:
                     self._log.error("output thread is not running: window emitted on the worker")
                     self._emit(placed, t0)
                     return
+
+    def _verify_loop(self, placed: PlacedWindow) -> None:
+        """Predict the pose graph's loop candidate pair, if any, and let the pipeline verify it; an
+        accepted loop travels with this window (its outputs carry the new correction)."""
+        job = self.pipeline.loop_job()
+        if job is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            prediction = self.predictor.predict(job.images, None, job.frame_keys)
+        except self._oom_types as exc:
+            self._count("loop_oom")
+            self._log.warning(f"out of memory verifying a loop candidate ({exc}); candidate skipped")
+            return
+        event = self.pipeline.close_loop(job, prediction)
+        if placed.timings is not None:
+            placed.timings["loop"] = time.perf_counter() - t0
+        if event is not None:
+            placed.loop_closures.append(event)
+            placed.map_T_odom = self.pipeline.map_T_odom()
+            placed.optimised_poses = self.pipeline.optimised_trajectory()
 
     def _shrink_after_oom(self, job: WindowJob, exc: BaseException) -> bool:
         """Count an out-of-memory error and shrink the windows; False when the window is dropped."""
