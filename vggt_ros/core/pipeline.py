@@ -485,8 +485,10 @@ class StreamingPipeline:
     def retained_stamps(self) -> set[int]:
         """Stamps of placed frames that later windows may still use as context: per-frame data kept
         outside the pipeline (ground truth for the oracle) may be forgotten for every other placed
-        frame."""
-        return self._buffer.retained_stamps()
+        frame. The keyframes kept as loop candidates count too: a loop verification predicts them again."""
+        with self._lock:
+            kept = self._graph.loop_candidate_stamps() if self._graph is not None else set()
+        return self._buffer.retained_stamps() | kept
 
     @property
     def is_metric(self) -> bool:

@@ -128,6 +128,9 @@ class GraphBackend:
             return None
         return self.loops.candidate(self._latest_keyframe, query_state)
 
+    def loop_candidate_stamps(self) -> set[int]:
+        return set() if self.loops is None else self.loops.stamps()
+
     def close_loop(self, job: LoopJob, prediction: Prediction) -> LoopClosure | None:
         """Verify a predicted pair; on success add the loop factor and re-optimise."""
         t0 = time.perf_counter()

@@ -114,6 +114,10 @@ class LoopDetector:
         self._last = (stamp, desc)
         self._recent.append(stamp)
 
+    def stamps(self) -> set[int]:
+        """Keyframes kept as candidates (their images may be predicted again)."""
+        return set(self._images)
+
     def candidate(self, query: int, query_state: tuple[np.ndarray, np.ndarray]) -> LoopJob | None:
         """The best old keyframe for keyframe ``query`` (asked once per keyframe), or None."""
         if query in self._asked or len(self._recent) < self.min_gap or query not in self._images:

@@ -258,6 +258,10 @@ class StreamRunner:
             self._count("loop_oom")
             self._log.warning(f"out of memory verifying a loop candidate ({exc}); candidate skipped")
             return
+        except Exception as exc:  # a failed verification never costs the window
+            self._count("loop_errors")
+            self._log.error(f"loop candidate {job.match} -> {job.query} could not be predicted: {exc!r}")
+            return
         event = self.pipeline.close_loop(job, prediction)
         if placed.timings is not None:
             placed.timings["loop"] = time.perf_counter() - t0
