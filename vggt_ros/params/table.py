@@ -170,7 +170,7 @@ def _c(name: str, default: Any, typ: type, description: str, **kw: Any) -> Param
 _PIPELINE = (
     # window and queue
     _c("window_size", 8, int, "Frames per VGGT window (context + new)", low=2, high=256),
-    _c("stride", 2, int, "New frames per window (per inference); must be < window_size. With "
+    _c("stride", 4, int, "New frames per window (per inference); must be < window_size. With "
        "context_recent_frames, each frame is seen by about 1 + context_recent_frames / stride windows",
        low=1),
     _c("skip_policy", "keep_newest", str, "When inference is slower than the camera: keep_newest drops "
@@ -202,7 +202,7 @@ _PIPELINE = (
     _c("anchor_min_overlap", 0.2, float, "The window's anchor (its first frame) is the oldest context "
        "keyframe whose view still covers this fraction of the predicted newest view (fewer hand-overs, "
        "less drift); 1: always the latest keyframe", low=0.0, high=1.0),
-    _c("context_recent_frames", 3, int, "Context frames taken from the most recently placed frames "
+    _c("context_recent_frames", 0, int, "Context frames taken from the most recently placed frames "
        "(the others are older keyframes): every frame is predicted again by the next windows, and the "
        "pose graph averages those estimates", low=0),
     # metric scale
@@ -264,7 +264,7 @@ _PIPELINE = (
     # diagnostics
     _c("log_interval_s", 5.0, float, "Rate limit of repeated warnings, s", low=0.0),
     # pose graph and loop closure
-    _c("pose_graph", True, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
+    _c("pose_graph", False, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
        "iSAM2): the optimised trajectory, the map -> odom correction, the corrected map and path"),
     _c("loop_closure", True, bool, "Detect revisited places (global descriptors per keyframe), verify "
        "them with the predictor on the keyframe pair and add loop factors (needs pose_graph)"),
