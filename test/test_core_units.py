@@ -117,9 +117,9 @@ def test_buffer_keep_newest_skips_but_keeps_anchor() -> None:
     assert buf.take_window() is None
 
 
-def test_buffer_context_recent_frames_first() -> None:
-    """The newest placed frames come before older keyframes, so each frame is predicted again."""
-    buf = FrameBuffer(6, 2, "keep_all", recent_frames=2)
+def _buffer_with_keyframes_0_2_4(recent_frames: int) -> FrameBuffer:
+    """Frames 0-5 placed (keyframes 0, 2, 4) and 6, 7 pending, in a 6-frame / stride-2 buffer."""
+    buf = FrameBuffer(6, 2, "keep_all", recent_frames=recent_frames)
     for s in range(6):
         buf.add_frame(Frame(s, _img()))
     _ctx, new = buf.take_window()
@@ -127,20 +127,19 @@ def test_buffer_context_recent_frames_first() -> None:
         buf.mark_placed(f, is_keyframe=f.stamp_ns in (0, 2, 4))
     for s in (6, 7):
         buf.add_frame(Frame(s, _img()))
+    return buf
+
+
+def test_buffer_context_recent_frames_first() -> None:
+    """The newest placed frames come before older keyframes, so each frame is predicted again."""
+    buf = _buffer_with_keyframes_0_2_4(recent_frames=2)
     ctx, _ = buf.take_window(covisible=lambda f, n: f.stamp_ns >= 2)
     # latest keyframe 4, the 2 newest others (5, 3), then older keyframes (2); anchor: keyframe 2
     assert [f.stamp_ns for f in ctx] == [2, 3, 4, 5]
 
 
 def test_buffer_anchor_is_oldest_covisible_keyframe() -> None:
-    buf = FrameBuffer(6, 2, "keep_all", recent_frames=0)
-    for s in range(6):
-        buf.add_frame(Frame(s, _img()))
-    _ctx, new = buf.take_window()
-    for f in new:
-        buf.mark_placed(f, is_keyframe=f.stamp_ns in (0, 2, 4))
-    for s in (6, 7):
-        buf.add_frame(Frame(s, _img()))
+    buf = _buffer_with_keyframes_0_2_4(recent_frames=0)
     asked = []
 
     def covisible(f: Frame, num_new: int) -> bool:

@@ -82,6 +82,7 @@ class GraphBackend:
         conf_w = np.clip(mean_conf / max(float(np.mean(mean_conf)), 1e-12), *CONF_WEIGHT_RANGE)
         if job.is_bootstrap:
             self.graph.add_keyframe(anchor, poses[0])
+            self._new_keyframe(job, 0, descriptors)  # first: keyframes enter the loop store in time order
         if anchor not in self.graph:  # the anchor left the graph (a reset raced): nothing to hang on
             return 0.0
         a_T_world = np.linalg.inv(poses[0])
@@ -101,8 +102,6 @@ class GraphBackend:
                 self.graph.add_relative(anchor, s, rel, EdgeNoise(noise.rot * scale, noise.trans * scale))
             else:
                 self.frames.observe(s, anchor, rel, w / noise.trans**2)
-        if job.is_bootstrap:
-            self._new_keyframe(job, 0, descriptors)
         dt = self.graph.update()
         self._counters.set("graph_keyframes", len(self.graph))
         self._counters.set("graph_factors", self.graph.num_factors)

@@ -78,7 +78,7 @@ class LoopDetector:
         self._images: OrderedDict[int, bytes] = OrderedDict()
         self._recent: deque[int] = deque(maxlen=self.min_gap)
         self._max = int(max_keyframes)
-        self._asked: set[int] = set()
+        self._asked: int | None = None  # the keyframe last asked for: one candidate search each
         self._kind: str | None = None  # "network" or "image": one descriptor kind per stream
         self._last: tuple[int, np.ndarray] | None = None  # the newest keyframe and its descriptor
 
@@ -86,7 +86,7 @@ class LoopDetector:
         self.index.clear()
         self._images.clear()
         self._recent.clear()
-        self._asked.clear()
+        self._asked = None
         self._kind = None
         self._last = None
 
@@ -120,11 +120,9 @@ class LoopDetector:
 
     def candidate(self, query: int, query_state: tuple[np.ndarray, np.ndarray]) -> LoopJob | None:
         """The best old keyframe for keyframe ``query`` (asked once per keyframe), or None."""
-        if query in self._asked or len(self._recent) < self.min_gap or query not in self._images:
+        if query == self._asked or len(self._recent) < self.min_gap or query not in self._images:
             return None
-        self._asked.add(query)
-        if len(self._asked) > 4 * self.min_gap:
-            self._asked = {s for s in self._asked if s in self._recent}
+        self._asked = query
         if self._last is None or self._last[0] != query:
             return None
         cut = self._recent[0]  # the newest min_gap keyframes are excluded
