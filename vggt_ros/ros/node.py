@@ -37,6 +37,7 @@ and diagnostics.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -455,6 +456,11 @@ def main(args: Sequence[str] | None = None, predictor: Predictor | None = None) 
             return 2
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
+        # Start-up objects (modules, weights' wrappers, tables) live for the whole run: out of the cyclic
+        # collector's reach, its full collections stop walking them. On a 2-core CPU one walk held the
+        # GIL for about 140 ms every few seconds, enough to lose best-effort images (sensor-data QoS).
+        gc.collect()
+        gc.freeze()
         try:
             executor.spin()
         except ExternalShutdownException:
