@@ -52,6 +52,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     ap.add_argument("--driver-tf", action="store_true", help="publish the driver's static tree on /tf_static")
     ap.add_argument("--wait-subscriber", type=float, default=10.0, metavar="S",
                     help="wait up to S seconds for a subscriber of the image topic before publishing")
+    ap.add_argument("--settle", type=float, default=1.0, metavar="S",
+                    help="then S seconds more: each side of a DDS match discovers the other on its own, "
+                         "and a best-effort reader drops samples of a writer it has not matched yet")
     ap.add_argument("--reliable", action="store_true",
                     help="reliable QoS, depth 100 (tests that count frames); default: sensor data")
     return ap
@@ -90,26 +93,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=ros_args or None)
     node = SimCamera(args)
     period = node.orbit.period_ns
-    sent = late = 0
+    sent = late = first = 0
+    worst = 0.0
     try:
         end = time.monotonic() + args.wait_subscriber
         while node.image_pub.get_subscription_count() == 0 and time.monotonic() < end:
             time.sleep(0.05)
-        time.sleep(0.2 if node.image_pub.get_subscription_count() else 0.0)  # let discovery settle
-        stamp = node.orbit.first_stamp()
+        time.sleep(args.settle if node.image_pub.get_subscription_count() else 0.0)
+        stamp = first = node.orbit.first_stamp()
         while rclpy.ok() and (args.frames <= 0 or sent < args.frames):
             delay = (stamp - time.time_ns()) / 1e9
             if delay > 0:
                 time.sleep(delay)
             elif -delay > period / 1e9:
                 late += 1  # published over a frame period after its stamp (this process was starved)
+            worst = max(worst, -delay)
             node.publish_frame(stamp)
             sent += 1
             stamp += period
     except KeyboardInterrupt:
         pass
     finally:
-        print(f"sim_camera: published {sent} frames ({late} late by over a frame period)", flush=True)
+        print(f"sim_camera: published {sent} frames ({late} late by over a frame period, the latest "
+              f"{worst * 1e3:.0f} ms), first stamp {first}, period {period} ns", flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
