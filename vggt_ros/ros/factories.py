@@ -33,14 +33,18 @@ class RclpyMessages:
 
 
 def default_tf_buffer(node: Node) -> Any:
-    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` on ``node`` (kept alive on the node), or
-    None without tf2_ros (then nothing can be looked up: the node says what that costs)."""
+    """A ``tf2_ros.Buffer`` fed by a ``TransformListener`` (kept alive on ``node``), or None without
+    tf2_ros (then nothing can be looked up: the node says what that costs).
+
+    The listener has its own node and thread (``spin_thread``): a lookup waits up to tf_timeout_s in
+    the image callback, and on the node's single-threaded executor the transforms it waits for
+    could not arrive meanwhile."""
     try:
         import tf2_ros
     except ImportError:
         return None
     buffer = tf2_ros.Buffer()
-    node._tf_listener = tf2_ros.TransformListener(buffer, node)
+    node._tf_listener = tf2_ros.TransformListener(buffer, None, spin_thread=True)
     return buffer
 
 

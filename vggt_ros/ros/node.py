@@ -50,7 +50,7 @@ import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -345,8 +345,7 @@ class VggtNode(LifecycleNode):
     def _republish_map_to_odom(self) -> None:
         """The latest map -> odom correction, future-dated by transform_tolerance_s (slam_toolbox,
         AMCL): consumers can transform up to now although corrections come per window."""
-        with self._output_lock:
-            T = self.builder.frames.last_map_to_odom
+        T = self.builder.frames.last_map_to_odom  # replaced whole by the builder, never changed in place
         if T is None:
             return
         p = self.params
@@ -440,7 +439,7 @@ def _ignore_signals() -> None:
 
 
 def main(args: Sequence[str] | None = None, predictor: Predictor | None = None) -> int:
-    """Entry point (``ros2 run vggt_ros vggt_node``): spin the node on a multi-threaded executor.
+    """Entry point (``ros2 run vggt_ros vggt_node``): spin the node on a single-threaded executor.
 
     SIGINT and SIGTERM end it with exit status 0 after the inference and output threads are joined;
     invalid parameters or an unavailable checkpoint exit with status 2 and the reason on stderr.
@@ -454,7 +453,11 @@ def main(args: Sequence[str] | None = None, predictor: Predictor | None = None) 
         except (ValueError, RuntimeError) as exc:
             print(f"vggt_node: {exc}", file=sys.stderr)
             return 2
-        executor = MultiThreadedExecutor(num_threads=4)
+        # One thread: every callback is short (inference and output building run in the runner's
+        # threads; tf2's listener spins its own). rclpy's MultiThreadedExecutor cost 2.5 times the
+        # CPU here (its dispatch loop held the GIL for half of a soak; 13.8 s vs 5.5 s of CPU per
+        # 20 s at 15 Hz), and that lost images once the node fell behind.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         # Start-up objects (modules, weights' wrappers, tables) live for the whole run: out of the cyclic
         # collector's reach, its full collections stop walking them. On a 2-core CPU one walk held the
