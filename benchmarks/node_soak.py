@@ -129,7 +129,8 @@ def soak(frames: int, rate: float, overrides: dict, workdir: Path) -> dict:
         if len(sel):
             timeline.append([len(sel) / 5.0, float(np.median((sel[:, 1] - sel[:, 0]) / 1e6))])
     keys = ("frames_received", "frames_accepted", "frames_skipped", "frames_published", "windows",
-            "windows_rejected", "map_points", "level", "message")
+            "windows_rejected", "map_points", "graph_keyframes", "loop_candidates", "loop_closures", "level",
+            "message")
     return {"frames": frames, "rate": rate, "outputs": int(len(data)), "node_exit": rc, "fifths": fifths,
             "diagnostics": {k: diag.get(k) for k in keys}, "timeline_5s": timeline,
             "node_timeline": diag_timeline, "camera": (workdir / "camera.log").read_text().strip()[-200:],

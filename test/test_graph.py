@@ -7,13 +7,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from vggt_ros.core.alignment import umeyama
 from vggt_ros.core.config import PipelineConfig
+from vggt_ros.core.frames import rotation_angle_deg
 from vggt_ros.core.oracle import OraclePredictor
 from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import PredictorBase
 from vggt_ros.eval.metrics import ate
+from vggt_ros.graph.loop_closure import LoopDetector
+from vggt_ros.graph.trajectory import FrameObservations
 from vggt_ros.runner.stream_runner import StreamRunner
 from vggt_ros.sim.sequences import make_sequence
 from vggt_ros.sim.twin import make_twin_sequence
@@ -115,7 +119,9 @@ def test_loop_closure_pulls_the_loop_together() -> None:
     e_odom = _end_error(closed["odom"], closed["gt"])
     print(f"end vs start: odometry {e_odom * 1e3:.1f} mm, graph without loops {e_open * 1e3:.1f} mm, "
           f"with loops {e_closed * 1e3:.1f} mm")
-    assert e_closed < 0.5 * e_odom and e_closed < 0.5 * e_open
+    # one closure (loop_cooldown_keyframes): a verification window's few measurements, each with a
+    # frame's own error, against 8 m of drift
+    assert e_closed < 0.6 * e_odom and e_closed < 0.8 * e_open
     ev = closed["loops"][0]
     assert ev.match_stamp_ns < ev.query_stamp_ns and ev.overlap >= 0.3 and ev.correction_translation > 0
     # the correction moved at the closure and the odometry itself stayed continuous
@@ -133,19 +139,19 @@ def test_twin_rooms_are_not_a_loop() -> None:
 
 
 class _Fooled(PredictorBase):
-    """A predictor fooled by look-alike places: in a two-frame verification window it predicts the
-    query as if it stood at its twin (the same image 5 m back), i.e. at the matched place."""
+    """A predictor fooled by look-alike places: in a verification window (its frames span more than
+    half a cell) it predicts the newer frames as if they stood at their twins (the same images 5 m
+    back), i.e. at the matched place."""
 
     def __init__(self, seq: Any, oracle: OraclePredictor) -> None:
         self.seq, self.oracle = seq, oracle
 
     def predict(self, images: Any, query_points: Any, frame_keys: Any) -> Any:
-        keys = list(frame_keys)
-        if len(keys) == 2:
-            i = self.seq.index_of(keys[1])
-            if i >= self.seq.twin_offset:
-                keys[1] = int(self.seq.stamps_ns[i - self.seq.twin_offset])
-        return self.oracle.predict(images, query_points, keys)
+        idx = [self.seq.index_of(k) for k in frame_keys]
+        half = self.seq.twin_offset // 2
+        if max(idx) - min(idx) > half:
+            idx = [i - self.seq.twin_offset if i >= min(idx) + half else i for i in idx]
+        return self.oracle.predict(images, query_points, [int(self.seq.stamps_ns[i]) for i in idx])
 
 
 def test_look_alike_loop_rejected_by_the_graph_gate() -> None:
@@ -163,3 +169,58 @@ def test_graph_off_keeps_the_odometry_only() -> None:
     seq = make_sequence("forward", 40, H, W, fps=30.0, seed=0)
     r = _run(seq, OraclePredictor(seq, target_size=NET, seed=7, **NOISE), pose_graph=False)
     assert r["opt"] is None and not r["corrections"] and "graph_keyframes" not in r["pipe"].counters()
+
+
+def test_loop_detector_window_and_cooldown() -> None:
+    """A candidate's verification window: the match first, its stored neighbours, the newest
+    keyframes with the query last; after a closure the next loop_cooldown_keyframes search none."""
+    det = LoopDetector(min_score=0.5, min_keyframe_gap=5, max_keyframes=100, cooldown_keyframes=3)
+    rng = np.random.default_rng(0)
+    place = [rng.normal(size=8) for _ in range(5)]
+    img = np.zeros((8, 8, 3), np.uint8)
+    state = (np.ones((4, 4)), np.ones((4, 4)))
+    for k in range(12):  # keyframes 0..11 see places 0..4, then 0.. again (a revisit)
+        det.add_keyframe(k, img, place[k % 5] + 0.01 * rng.normal(size=8))
+    job = det.candidate(11, state)  # keyframe 11 sees place 1, like 1 and 6 (7..11: the newest 5)
+    assert job is not None and job.match == 6 and job.frame_keys[0] == 6 and job.frame_keys[-1] == 11
+    assert sorted(job.frame_keys[:3]) == [4, 5, 6] and job.frame_keys[3:] == [9, 10, 11]
+    assert len(job.images) == len(job.frame_keys)
+    det.closed()
+    for k in (12, 13):
+        det.add_keyframe(k, img, place[k % 5])
+        assert det.candidate(k, state) is None  # cooling down
+    det.add_keyframe(14, img, place[4])
+    assert det.candidate(14, state) is not None and det.candidate(14, state) is None  # asked once
+
+
+def test_batched_frame_poses_equal_one_by_one() -> None:
+    """The rebuilt path's batch gives each frame the weighted mean of its measurements (rotation:
+    chordal mean), as the one-frame call does; keyframes are the graph's; order as asked."""
+    rng = np.random.default_rng(3)
+
+    def pose(scale: float) -> np.ndarray:
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_rotvec(rng.normal(scale=scale, size=3)).as_matrix()
+        T[:3, 3] = rng.normal(size=3)
+        return T
+
+    kf = {100: pose(0.5), 200: pose(0.5)}
+    obs = FrameObservations(10)
+    for s in (150, 160, 170):
+        obs.placed(s, pose(0.5))
+        for a in (100, 200):
+            obs.observe(s, a, pose(0.05), float(rng.uniform(0.5, 2)))
+    obs.placed(180, pose(0.5))  # no measurement yet: its odometry
+    batch = obs.poses([170, 100, 150, 180, 160], kf.__getitem__, kf.__contains__)
+    assert list(batch) == [170, 100, 150, 180, 160]
+    np.testing.assert_allclose(batch[100], kf[100])
+    np.testing.assert_allclose(batch[180], obs.odometry(180))
+    for s in (150, 160, 170):
+        one = obs.pose(s, kf.__getitem__, kf.__contains__)
+        np.testing.assert_allclose(batch[s], one, atol=1e-12)
+        Ts = [kf[a] @ rel for a, rel, _ in obs._obs[s]]
+        w = np.array([w for _, _, w in obs._obs[s]])
+        np.testing.assert_allclose(batch[s][:3, 3], np.average([T[:3, 3] for T in Ts], 0, w), atol=1e-12)
+        R = Rotation.from_matrix(np.stack([T[:3, :3] for T in Ts])).mean(weights=w).as_matrix()
+        assert rotation_angle_deg(batch[s][:3, :3].T @ R) < 0.01  # chordal vs quaternion mean: close
+        assert abs(np.linalg.det(batch[s][:3, :3]) - 1) < 1e-9

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frame_buffer import Counters, RateLimitedLogger
 from vggt_ros.core.frames import rotation_angle_deg
 from vggt_ros.core.window_types import WindowJob
@@ -43,15 +44,14 @@ class WindowNoise:
 class GraphBackend:
     """See the module docstring. Not thread-safe: the pipeline calls it under its placement lock."""
 
-    def __init__(self, loop_closure: bool, loop_min_score: float, loop_min_keyframe_gap: int,
-                 loop_min_overlap: float, loop_gate_sigmas: float, loop_max_keyframes: int,
-                 max_frames: int, counters: Counters, rl: RateLimitedLogger) -> None:
+    def __init__(self, config: PipelineConfig, counters: Counters, rl: RateLimitedLogger) -> None:
+        c = config
         self.graph = KeyframeGraph()
-        self.frames = FrameObservations(max_frames)
-        self.loops = (LoopDetector(loop_min_score, loop_min_keyframe_gap, loop_max_keyframes)
-                      if loop_closure else None)
-        self.min_overlap = float(loop_min_overlap)
-        self.gate_sigmas = float(loop_gate_sigmas)
+        self.frames = FrameObservations(c.graph_max_frames)
+        self.loops = (LoopDetector(c.loop_min_score, c.loop_min_keyframe_gap, c.loop_max_keyframes,
+                                   c.loop_cooldown_keyframes) if c.loop_closure else None)
+        self.min_overlap = float(c.loop_min_overlap)
+        self.gate_sigmas = float(c.loop_gate_sigmas)
         self._counters = counters
         self._rl = rl
         self._latest_keyframe: int | None = None
@@ -131,7 +131,8 @@ class GraphBackend:
         return set() if self.loops is None else self.loops.stamps()
 
     def close_loop(self, job: LoopJob, prediction: Prediction) -> LoopClosure | None:
-        """Verify a predicted pair; on success add the loop factor and re-optimise."""
+        """Verify a predicted verification window; on success add its factors (from the match to
+        every other keyframe in it) and re-optimise."""
         t0 = time.perf_counter()
         self._counters.add("loop_candidates")
         if job.match not in self.graph or job.query not in self.graph:
@@ -156,9 +157,12 @@ class GraphBackend:
                              self.gate_sigmas)
             return None
         before = self.correction()
-        self.graph.add_relative(job.match, job.query, check.match_T_query, EdgeNoise(n.rot, n.trans),
-                                loop=True)
+        for key, rel in check.match_T.items():  # the old place's keyframes are linked already: kept
+            if key != job.match and key in self.graph:  # as measured, the loop is every old-new pair
+                self.graph.add_relative(job.match, key, rel, EdgeNoise(n.rot, n.trans), loop=True)
         self.graph.update(iterations=4)
+        if self.loops is not None:
+            self.loops.closed()
         after = self.correction()
         delta = np.linalg.solve(before, after)
         self.generation += 1

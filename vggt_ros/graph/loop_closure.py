@@ -30,11 +30,15 @@ CONF_QUANTILE = 0.5  # verification uses each frame's more confident half
 DEPTH_AGREEMENT = 0.1  # relative depth difference for a point to count as seen where predicted
 MIN_CONF_RATIO = 0.5  # the pair's median confidence vs the query's own window's
 MIN_PIXELS = 200
+SIDE_KEYFRAMES = 3  # per side of a loop: the candidate and its stored neighbours, the query and the
+# keyframes before it. One verification window then measures several old-new pairs (each frame's
+# error is its own): one pair alone carries a single frame's error into the loop.
 
 
 @dataclass
 class LoopJob:
-    """A pair to predict: ``images`` and ``frame_keys`` (match first: it defines the window)."""
+    """A verification window to predict: ``images`` and ``frame_keys``, the match first (it defines
+    the window) and the query last, the old place's other keyframes and the newer ones between."""
 
     query: int
     match: int
@@ -66,14 +70,19 @@ class PairCheck:
     reason: str = ""
     match_T_query: np.ndarray | None = None
     overlap: float = 0.0
+    match_T: dict[int, np.ndarray] | None = None  # every frame of the window, from the match, world units
 
 
 class LoopDetector:
     """Descriptors and JPEG images of the keyframes, and the candidate for the newest one."""
 
-    def __init__(self, min_score: float, min_keyframe_gap: int, max_keyframes: int) -> None:
+    def __init__(self, min_score: float, min_keyframe_gap: int, max_keyframes: int,
+                 cooldown_keyframes: int = 0) -> None:
         self.min_score = float(min_score)
         self.min_gap = int(min_keyframe_gap)
+        self.cooldown = int(cooldown_keyframes)
+        self._added = 0  # keyframes stored so far
+        self._closed_at: int | None = None  # ``_added`` at the last loop closure
         self.index = DescriptorIndex(int(max_keyframes))
         self._images: OrderedDict[int, bytes] = OrderedDict()
         self._recent: deque[int] = deque(maxlen=self.min_gap)
@@ -89,6 +98,8 @@ class LoopDetector:
         self._asked = None
         self._kind = None
         self._last = None
+        self._added = 0
+        self._closed_at = None
 
     @property
     def nbytes(self) -> int:
@@ -113,6 +124,11 @@ class LoopDetector:
             self._images.popitem(last=False)
         self._last = (stamp, desc)
         self._recent.append(stamp)
+        self._added += 1
+
+    def closed(self) -> None:
+        """A loop was closed at the newest keyframe: the next ``cooldown`` keyframes search none."""
+        self._closed_at = self._added
 
     def stamps(self) -> set[int]:
         """Keyframes kept as candidates (their images may be predicted again)."""
@@ -123,6 +139,8 @@ class LoopDetector:
         if query == self._asked or len(self._recent) < self.min_gap or query not in self._images:
             return None
         self._asked = query
+        if self._closed_at is not None and self._added - self._closed_at < self.cooldown:
+            return None
         if self._last is None or self._last[0] != query:
             return None
         cut = self._recent[0]  # the newest min_gap keyframes are excluded
@@ -131,8 +149,17 @@ class LoopDetector:
         if not hits or hits[0][1] < self.min_score or hits[0][0] not in self._images:
             return None
         match, score = hits[0]
-        images = [self._decode(match), self._decode(query)]
-        return LoopJob(query, match, float(score), images, [match, query], query_state[0], query_state[1])
+        keys = self._old_side(match, cut) + [k for k in list(self._recent)[-SIDE_KEYFRAMES:]
+                                            if k in self._images]
+        images = [self._decode(k) for k in keys]
+        return LoopJob(query, match, float(score), images, keys, query_state[0], query_state[1])
+
+    def _old_side(self, match: int, cut: int) -> list[int]:
+        """The match, then its nearest stored keyframes older than ``cut`` (time order)."""
+        old = [k for k in self._images if k < cut]
+        i = old.index(match)
+        near = sorted(old[max(0, i - SIDE_KEYFRAMES): i + SIDE_KEYFRAMES], key=lambda k: abs(k - match))
+        return [match, *sorted(near[1:SIDE_KEYFRAMES])]
 
     def _decode(self, stamp: int) -> np.ndarray:
         buf = np.frombuffer(self._images[stamp], np.uint8)
@@ -140,24 +167,27 @@ class LoopDetector:
 
 
 def verify_pair(job: LoopJob, pred: Prediction, min_overlap: float) -> PairCheck:
-    """Geometric check of a predicted (match, query) pair; the relative pose in world units."""
-    if pred.num_frames != 2 or not np.all(np.isfinite(pred.extrinsics)):
+    """Geometric check of a predicted verification window (match first, query last); the relative
+    poses from the match in world units."""
+    n = len(job.frame_keys)
+    if pred.num_frames != n or not np.all(np.isfinite(pred.extrinsics)):
         return PairCheck(False, "bad_prediction")
     hw = pred.network_hw
     if job.query_depth.shape != hw:
         return PairCheck(False, "size")
-    T = np.tile(np.eye(4), (2, 1, 1))
+    T = np.tile(np.eye(4), (n, 1, 1))
     T[:, :3, :] = np.asarray(pred.extrinsics, np.float64)
     w_T_c = np.linalg.inv(T)
-    match_T_query = np.linalg.solve(w_T_c[0], w_T_c[1])  # pair units
+    match_T = np.linalg.solve(w_T_c[0][None], w_T_c)  # window units
+    match_T_query = match_T[-1]
     # confidence: the pair must be predicted about as confidently as the query's own window
     ref_conf = float(np.median(job.query_conf[np.isfinite(job.query_conf)]))
     pair_conf = float(np.median(pred.depth_conf))
     if not pair_conf >= MIN_CONF_RATIO * ref_conf:
         return PairCheck(False, "confidence")
     # scale: the query's stored depth over its depth in the pair
-    d_q = pred.depth[1]
-    m = (confident(pred.depth_conf[1], CONF_QUANTILE) & np.isfinite(job.query_depth) & (job.query_depth > 0)
+    d_q = pred.depth[-1]
+    m = (confident(pred.depth_conf[-1], CONF_QUANTILE) & np.isfinite(job.query_depth) & (job.query_depth > 0)
          & np.isfinite(d_q) & (d_q > 0))
     if m.sum() < MIN_PIXELS:
         return PairCheck(False, "overlap")
@@ -169,7 +199,7 @@ def verify_pair(job: LoopJob, pred: Prediction, min_overlap: float) -> PairCheck
     if len(idx) < MIN_PIXELS:
         return PairCheck(False, "overlap")
     idx = idx[np.linspace(0, len(idx) - 1, min(len(idx), 4000)).astype(np.int64)]
-    K0, K1 = np.asarray(pred.intrinsics[0], np.float64), np.asarray(pred.intrinsics[1], np.float64)
+    K0, K1 = np.asarray(pred.intrinsics[0], np.float64), np.asarray(pred.intrinsics[-1], np.float64)
     p = pixel_rays(K0, hw, idx) * d_m.ravel()[idx, None]
     q_T_m = np.linalg.inv(match_T_query)
     q = p @ q_T_m[:3, :3].T + q_T_m[:3, 3]
@@ -184,6 +214,5 @@ def verify_pair(job: LoopJob, pred: Prediction, min_overlap: float) -> PairCheck
     overlap = float(agree.mean())
     if overlap < min_overlap:
         return PairCheck(False, "overlap", overlap=overlap)
-    rel = match_T_query.copy()
-    rel[:3, 3] *= s
-    return PairCheck(True, "", rel, overlap)
+    match_T[:, :3, 3] *= s
+    return PairCheck(True, "", match_T[-1], overlap, dict(zip(job.frame_keys, match_T)))

@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 MAX_OBSERVATIONS = 8  # per frame (a frame is in about 1 + recent / stride windows)
 
@@ -63,29 +62,64 @@ class FrameObservations:
 
     def pose(self, stamp: int, keyframe_pose: PoseOf,
              is_keyframe: Callable[[int], bool]) -> np.ndarray | None:
-        """Optimised pose of a frame: the graph's for a keyframe, else the weighted mean of its
-        measurements composed with their optimised anchors (its odometry while it has none)."""
-        stamp = int(stamp)
-        if is_keyframe(stamp):
-            return keyframe_pose(stamp)
-        odom = self._odometry.get(stamp)
-        if odom is None:
-            return None
-        obs = [(a, rel, w) for a, rel, w in self._obs.get(stamp, []) if is_keyframe(a)]
-        if not obs:
-            return odom.copy()
-        Ts = np.stack([keyframe_pose(a) @ rel for a, rel, _ in obs])
-        w = np.array([w for _, _, w in obs], np.float64)
-        out = np.eye(4)
-        out[:3, :3] = Rotation.from_matrix(Ts[:, :3, :3]).mean(weights=w).as_matrix()
-        out[:3, 3] = (w[:, None] * Ts[:, :3, 3]).sum(0) / w.sum()
-        return out
+        """Optimised pose of one frame (see :meth:`poses`)."""
+        return self.poses([stamp], keyframe_pose, is_keyframe).get(int(stamp))
 
     def poses(self, stamps: Iterable[int], keyframe_pose: PoseOf,
               is_keyframe: Callable[[int], bool]) -> dict[int, np.ndarray]:
-        out = {}
-        for s in stamps:
-            T = self.pose(s, keyframe_pose, is_keyframe)
-            if T is not None:
-                out[int(s)] = T
-        return out
+        """Optimised poses: the graph's for a keyframe, else the weighted mean of the frame's
+        measurements composed with their optimised anchors (its odometry while it has none).
+
+        One batch for all frames (a rebuilt path after a loop closure asks for every kept frame):
+        the anchors' poses are looked up once, the compositions and the means are array operations
+        (rotations: the weighted chordal mean, the SVD projection of the weighted sum).
+        """
+        out: dict[int, np.ndarray] = {}
+        anchors: dict[int, np.ndarray] = {}
+        rows: list[int] = []  # per observation: index of its frame in ``leaves``
+        keys: list[int] = []
+        rels: list[np.ndarray] = []
+        weights: list[float] = []
+        leaves: list[int] = []
+        order = [int(s) for s in stamps]
+        for s in order:
+            if is_keyframe(s):
+                out[s] = keyframe_pose(s)
+                continue
+            odom = self._odometry.get(s)
+            if odom is None:
+                continue
+            obs = [o for o in self._obs.get(s, ()) if o[0] in anchors or is_keyframe(o[0])]
+            if not obs:
+                out[s] = odom.copy()
+                continue
+            for a, rel, w in obs:
+                if a not in anchors:
+                    anchors[a] = keyframe_pose(a)
+                rows.append(len(leaves))
+                keys.append(a)
+                rels.append(rel)
+                weights.append(w)
+            leaves.append(s)
+        if leaves:
+            out.update(zip(leaves, self._means(anchors, keys, rels, weights, rows, len(leaves))))
+        return {s: out[s] for s in order if s in out}  # in the order asked (a path's order)
+
+    @staticmethod
+    def _means(anchors: dict[int, np.ndarray], keys: list[int], rels: list[np.ndarray],
+               weights: list[float], rows: list[int], n: int) -> np.ndarray:
+        A = np.stack([anchors[a] for a in keys])
+        Ts = A @ np.stack(rels)
+        w = np.asarray(weights, np.float64)
+        row = np.asarray(rows, np.int64)
+        wsum = np.bincount(row, w, minlength=n)
+        pos = np.stack([np.bincount(row, w * Ts[:, i, 3], minlength=n) for i in range(3)], 1)
+        M = np.zeros((n, 3, 3))
+        np.add.at(M, row, w[:, None, None] * Ts[:, :3, :3])
+        U, _, Vt = np.linalg.svd(M)
+        D = np.ones((n, 3))
+        D[:, 2] = np.sign(np.linalg.det(U @ Vt))
+        poses = np.tile(np.eye(4), (n, 1, 1))
+        poses[:, :3, :3] = (U * D[:, None, :]) @ Vt
+        poses[:, :3, 3] = pos / wsum[:, None]
+        return poses

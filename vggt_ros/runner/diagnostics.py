@@ -116,6 +116,8 @@ def diagnostics_report(pipeline: StreamingPipeline, runner: StreamRunner, counte
     for k, v in sorted(c.items()):
         if k.startswith("rejected_"):
             values[f"frames_{k}"] = v
+        elif k.startswith(("loop_", "graph_")):  # the pose graph: closures, candidates, rejections, size
+            values[k] = v
     for k, v in sorted(counters.items()):
         if k.startswith("rejected_") and k != "rejected_messages":
             values[f"messages_{k}"] = v
