@@ -29,7 +29,7 @@ def _img(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- config
 def test_config_defaults_and_validation() -> None:
     c = PipelineConfig()
-    assert c.window_size == 8 and c.stride == 4 and c.num_context_frames == 4 and not c.pose_graph
+    assert c.window_size == 8 and c.stride == 4 and c.num_context_frames == 4 and c.pose_graph
     with pytest.raises(ValueError, match="stride"):
         PipelineConfig(window_size=4, stride=4)
     with pytest.raises(ValueError, match="skip_policy"):

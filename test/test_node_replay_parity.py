@@ -89,7 +89,10 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
         node_topics = {name: t[0] for name, t in h.node.get_publisher_names_and_types_by_node(
             "vggt_node", "/vggt")
             if name not in ("/rosout", "/parameter_events", "/vggt/vggt_node/transition_event")}  # ROS's own
-        assert node_topics == types
+        # (loop_closures is advertised by the node and written by the replay when a loop closes:
+        # none in this short orbit)
+        assert node_topics.items() >= types.items()
+        assert set(node_topics) - set(types) == {"/vggt/loop_closures"}
 
         for topic in COMPARED:
             got = sorted(h.got(topic), key=stamp_ns_of)
@@ -98,9 +101,11 @@ def test_node_and_replay_publish_the_same_messages(ctx, tmp_path):
                 [int(s) for s in seq.stamps_ns]
             for a, b in zip(got, want, strict=True):
                 assert_same(msg_to_fields(a), msg_to_fields(b), topic)
-        tfs = h.tf()
+        # the builder's TF: each frame's odom -> camera and each window's map -> odom (the periodic
+        # republication of the latest map -> odom, stamped now, is the node's alone)
+        tfs = [t for t in h.tf() if stamp_ns_of(t) <= int(seq.stamps_ns[-1])]
         want_tf = [t for m in written["/tf"] for t in m.transforms]
-        assert len(tfs) == len(want_tf) == N
+        assert len(tfs) == len(want_tf) == N + 3
         for a, b in zip(tfs, want_tf, strict=True):
             assert_same(msg_to_fields(a), msg_to_fields(b), "tf")
         for a, b in zip(h.got("tracks"), written["/vggt/tracks"], strict=True):

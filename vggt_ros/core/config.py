@@ -90,6 +90,7 @@ class PipelineConfig:
     loop_closure: bool = _d("loop_closure")
     loop_min_score: float = _d("loop_min_score")
     loop_min_keyframe_gap: int = _d("loop_min_keyframe_gap")
+    loop_cooldown_keyframes: int = _d("loop_cooldown_keyframes")
     loop_min_overlap: float = _d("loop_min_overlap")
     loop_gate_sigmas: float = _d("loop_gate_sigmas")
     loop_max_keyframes: int = _d("loop_max_keyframes")

@@ -105,11 +105,7 @@ class StreamingPipeline:
         self._next_index = 0
         self._map_scale = 1.0  # metric factor the map's points were inserted with
         self._last_placed: list[int] = []  # stamps of the last two placed frames (motion extrapolation)
-        c = config
-        self._graph = (GraphBackend(c.loop_closure, c.loop_min_score, c.loop_min_keyframe_gap,
-                                    c.loop_min_overlap, c.loop_gate_sigmas, c.loop_max_keyframes,
-                                    c.graph_max_frames, self._counters, self._rl)
-                       if c.pose_graph else None)
+        self._graph = GraphBackend(config, self._counters, self._rl) if config.pose_graph else None
 
     # ------------------------------------------------------------------ stream side
     def add_frame(self, frame: Frame) -> bool:

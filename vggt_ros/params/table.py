@@ -264,7 +264,7 @@ _PIPELINE = (
     # diagnostics
     _c("log_interval_s", 5.0, float, "Rate limit of repeated warnings, s", low=0.0),
     # pose graph and loop closure
-    _c("pose_graph", False, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
+    _c("pose_graph", True, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
        "iSAM2): the optimised trajectory, the map -> odom correction, the corrected map and path"),
     _c("loop_closure", True, bool, "Detect revisited places (global descriptors per keyframe), verify "
        "them with the predictor on the keyframe pair and add loop factors (needs pose_graph)"),
@@ -272,6 +272,9 @@ _PIPELINE = (
        high=1.0),
     _c("loop_min_keyframe_gap", 20, int, "Loop candidates are at least this many keyframes older than "
        "the current one (nearer ones are already linked by the windows)", low=1),
+    _c("loop_cooldown_keyframes", 10, int, "After a loop closure, this many new keyframes search no "
+       "loop: the graph already ties them to the revisited place (a robot patrolling a mapped room "
+       "would otherwise close a loop, and rebuild the map, at every keyframe)", low=0),
     _c("loop_min_overlap", 0.3, float, "Verification: fraction of the candidate's confident points that "
        "the predicted pair puts inside the current view, at a consistent depth", low=0.0, high=1.0),
     _c("loop_gate_sigmas", 5.0, float, "Verification: the loop's correction must be within this many "
