@@ -23,7 +23,7 @@ from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.frame_buffer import Counters, RateLimitedLogger
 from vggt_ros.core.frames import rotation_angle_deg
 from vggt_ros.core.window_types import WindowJob
-from vggt_ros.graph.loop_closure import LoopClosure, LoopDetector, LoopJob, verify_pair
+from vggt_ros.graph.loop_closure import LoopClosure, LoopDetector, LoopJob, verify_loop_window
 from vggt_ros.graph.pose_graph import EdgeNoise, KeyframeGraph
 from vggt_ros.graph.trajectory import FrameObservations
 from vggt_ros.prediction import Prediction
@@ -119,10 +119,10 @@ class GraphBackend:
 
     # ------------------------------------------------------------------ loop closure
     def loop_job(self, query_state: tuple[np.ndarray, np.ndarray] | None) -> LoopJob | None:
-        """The next pair to verify (the latest keyframe and its best candidate), once per keyframe.
+        """The next loop to verify (the latest keyframe and its best candidate), once per keyframe.
 
         ``query_state``: the latest keyframe's stored (world-unit depth, confidence) at the network
-        resolution, which fixes the pair's scale."""
+        resolution, which fixes the verification window's scale."""
         if self.loops is None or self._latest_keyframe is None or query_state is None:
             return None
         return self.loops.candidate(self._latest_keyframe, query_state)
@@ -138,7 +138,7 @@ class GraphBackend:
         if job.match not in self.graph or job.query not in self.graph:
             self._counters.add("loop_rejected_forgotten")
             return None
-        check = verify_pair(job, prediction, self.min_overlap)
+        check = verify_loop_window(job, prediction, self.min_overlap)
         if not check.ok:
             self._counters.add(f"loop_rejected_{check.reason}")
             return None

@@ -1,11 +1,12 @@
-"""Loop closure: candidates by global descriptor, verification by the predictor on the pair.
+"""Loop closure: candidates by global descriptor, verification by the predictor on one window.
 
 Why two steps: a descriptor says two images look alike, which two identical rooms also do; only
 geometry says they are the same place. A candidate (an old keyframe whose descriptor is close to
-the newest keyframe's) is predicted together with the newest keyframe as a two-frame window; the
-pair is accepted when both frames are confidently predicted and the old frame's points, moved into
-the new camera by the predicted relative pose, land inside its view at the depth the network sees
-there (:func:`verify_pair`). The graph back end then checks the loop against its own uncertainty.
+the newest keyframe's) is predicted in one window with its stored neighbours and the newest
+keyframes; the loop is accepted when the window is confidently predicted and the old frame's
+points, moved into the newest camera by the predicted relative pose, land inside its view at the
+depth the network sees there (:func:`verify_loop_window`). The graph back end then checks the loop
+against its own uncertainty.
 
 Descriptors: the network's pooled DINOv2 tokens when the predictor returns them
 (``Prediction.descriptors``), else a classical image descriptor
@@ -28,7 +29,7 @@ from vggt_ros.prediction import Prediction
 JPEG_QUALITY = 90
 CONF_QUANTILE = 0.5  # verification uses each frame's more confident half
 DEPTH_AGREEMENT = 0.1  # relative depth difference for a point to count as seen where predicted
-MIN_CONF_RATIO = 0.5  # the pair's median confidence vs the query's own window's
+MIN_CONF_RATIO = 0.5  # the verification window's median confidence vs the query's own window's
 MIN_PIXELS = 200
 SIDE_KEYFRAMES = 3  # per side of a loop: the candidate and its stored neighbours, the query and the
 # keyframes before it. One verification window then measures several old-new pairs (each frame's
@@ -65,7 +66,7 @@ class LoopClosure:
 
 
 @dataclass
-class PairCheck:
+class LoopCheck:
     ok: bool
     reason: str = ""
     match_T_query: np.ndarray | None = None
@@ -166,38 +167,38 @@ class LoopDetector:
         return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def verify_pair(job: LoopJob, pred: Prediction, min_overlap: float) -> PairCheck:
+def verify_loop_window(job: LoopJob, pred: Prediction, min_overlap: float) -> LoopCheck:
     """Geometric check of a predicted verification window (match first, query last); the relative
     poses from the match in world units."""
     n = len(job.frame_keys)
     if pred.num_frames != n or not np.all(np.isfinite(pred.extrinsics)):
-        return PairCheck(False, "bad_prediction")
+        return LoopCheck(False, "bad_prediction")
     hw = pred.network_hw
     if job.query_depth.shape != hw:
-        return PairCheck(False, "size")
+        return LoopCheck(False, "size")
     T = np.tile(np.eye(4), (n, 1, 1))
     T[:, :3, :] = np.asarray(pred.extrinsics, np.float64)
     w_T_c = np.linalg.inv(T)
     match_T = np.linalg.solve(w_T_c[0][None], w_T_c)  # window units
     match_T_query = match_T[-1]
-    # confidence: the pair must be predicted about as confidently as the query's own window
+    # confidence: the window must be predicted about as confidently as the query's own window
     ref_conf = float(np.median(job.query_conf[np.isfinite(job.query_conf)]))
-    pair_conf = float(np.median(pred.depth_conf))
-    if not pair_conf >= MIN_CONF_RATIO * ref_conf:
-        return PairCheck(False, "confidence")
-    # scale: the query's stored depth over its depth in the pair
+    window_conf = float(np.median(pred.depth_conf))
+    if not window_conf >= MIN_CONF_RATIO * ref_conf:
+        return LoopCheck(False, "confidence")
+    # scale: the query's stored depth over its depth in the window
     d_q = pred.depth[-1]
     m = (confident(pred.depth_conf[-1], CONF_QUANTILE) & np.isfinite(job.query_depth) & (job.query_depth > 0)
          & np.isfinite(d_q) & (d_q > 0))
     if m.sum() < MIN_PIXELS:
-        return PairCheck(False, "overlap")
+        return LoopCheck(False, "overlap")
     s = float(np.exp(weighted_median(np.log(job.query_depth[m] / d_q[m]), np.ones(int(m.sum())))))
     # reprojection: the match's confident points into the query camera, against the query's depth
     d_m = pred.depth[0]
     mm = confident(pred.depth_conf[0], CONF_QUANTILE) & np.isfinite(d_m) & (d_m > 0)
     idx = np.flatnonzero(mm)
     if len(idx) < MIN_PIXELS:
-        return PairCheck(False, "overlap")
+        return LoopCheck(False, "overlap")
     idx = idx[np.linspace(0, len(idx) - 1, min(len(idx), 4000)).astype(np.int64)]
     K0, K1 = np.asarray(pred.intrinsics[0], np.float64), np.asarray(pred.intrinsics[-1], np.float64)
     p = pixel_rays(K0, hw, idx) * d_m.ravel()[idx, None]
@@ -213,6 +214,6 @@ def verify_pair(job: LoopJob, pred: Prediction, min_overlap: float) -> PairCheck
     agree = inside & (np.abs(seen - q[:, 2]) <= DEPTH_AGREEMENT * np.maximum(seen, 1e-9))
     overlap = float(agree.mean())
     if overlap < min_overlap:
-        return PairCheck(False, "overlap", overlap=overlap)
+        return LoopCheck(False, "overlap", overlap=overlap)
     match_T[:, :3, 3] *= s
-    return PairCheck(True, "", match_T[-1], overlap, dict(zip(job.frame_keys, match_T)))
+    return LoopCheck(True, "", match_T[-1], overlap, dict(zip(job.frame_keys, match_T)))

@@ -267,7 +267,8 @@ _PIPELINE = (
     _c("pose_graph", True, bool, "Keep a keyframe pose graph over every window's estimates (gtsam "
        "iSAM2): the optimised trajectory, the map -> odom correction, the corrected map and path"),
     _c("loop_closure", True, bool, "Detect revisited places (global descriptors per keyframe), verify "
-       "them with the predictor on the keyframe pair and add loop factors (needs pose_graph)"),
+       "them with the predictor on one window of both places' keyframes and add loop factors (needs "
+       "pose_graph)"),
     _c("loop_min_score", 0.7, float, "Descriptor cosine similarity a loop candidate needs", low=0.0,
        high=1.0),
     _c("loop_min_keyframe_gap", 20, int, "Loop candidates are at least this many keyframes older than "
@@ -276,7 +277,7 @@ _PIPELINE = (
        "loop: the graph already ties them to the revisited place (a robot patrolling a mapped room "
        "would otherwise close a loop, and rebuild the map, at every keyframe)", low=0),
     _c("loop_min_overlap", 0.3, float, "Verification: fraction of the candidate's confident points that "
-       "the predicted pair puts inside the current view, at a consistent depth", low=0.0, high=1.0),
+       "the verification window puts inside the current view, at a consistent depth", low=0.0, high=1.0),
     _c("loop_gate_sigmas", 5.0, float, "Verification: the loop's correction must be within this many "
        "standard deviations of the graph's own uncertainty (rejects look-alike places)", low=0.0,
        low_open=True),
