@@ -195,9 +195,9 @@ class Harness:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(5.0)  # the spin thread ends before its nodes go (it would use them)
         self.node.destroy_node()
         self.probe.destroy_node()
-        self.thread.join(5.0)
 
 
 def first_window_metres_per_unit(seq: Any, n: int) -> float:
