@@ -75,6 +75,7 @@ class PipelineConfig:
     # --- world map ----------------------------------------------------------------------------------
     voxel_size: float = _d("voxel_size")
     map_max_points: int = _d("map_max_points")
+    path_max_poses: int = _d("path_max_poses")  # the poses a loop closure re-publishes
     map_update: str = _d("map_update")
     # --- tracks -------------------------------------------------------------------------------------
     num_track_queries: int = _d("num_track_queries")
@@ -94,6 +95,7 @@ class PipelineConfig:
     loop_min_overlap: float = _d("loop_min_overlap")
     loop_gate_sigmas: float = _d("loop_gate_sigmas")
     loop_max_keyframes: int = _d("loop_max_keyframes")
+    graph_max_keyframes: int = _d("graph_max_keyframes")
     graph_max_frames: int = _d("graph_max_frames")
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown keys, kept for logs
 

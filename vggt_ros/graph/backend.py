@@ -46,9 +46,11 @@ class GraphBackend:
 
     def __init__(self, config: PipelineConfig, counters: Counters, rl: RateLimitedLogger) -> None:
         c = config
-        self.graph = KeyframeGraph()
+        self.graph = KeyframeGraph(c.graph_max_keyframes)
         self.frames = FrameObservations(c.graph_max_frames)
-        self.loops = (LoopDetector(c.loop_min_score, c.loop_min_keyframe_gap, c.loop_max_keyframes,
+        # loop candidates: only keyframes the graph still holds (it keeps at least its newest half)
+        store = min(c.loop_max_keyframes, max(1, c.graph_max_keyframes // 2))
+        self.loops = (LoopDetector(c.loop_min_score, c.loop_min_keyframe_gap, store,
                                    c.loop_cooldown_keyframes) if c.loop_closure else None)
         self.min_overlap = float(c.loop_min_overlap)
         self.gate_sigmas = float(c.loop_gate_sigmas)
@@ -103,9 +105,22 @@ class GraphBackend:
             else:
                 self.frames.observe(s, anchor, rel, w / noise.trans**2)
         dt = self.graph.update()
+        if self.graph.over_capacity():
+            dt += self._drop_oldest_keyframes()
         self._counters.set("graph_keyframes", len(self.graph))
         self._counters.set("graph_factors", self.graph.num_factors)
         return dt
+
+    def _drop_oldest_keyframes(self) -> float:
+        """The graph's oldest half leaves it: the frames measured from those keyframes keep their
+        optimised poses as final. Seconds spent (once per ``graph_max_keyframes / 2`` keyframes)."""
+        t0 = time.perf_counter()
+        drop = set(self.graph.oldest_half())
+        affected = self.frames.anchored_on(drop)
+        self.frames.fix(self.frames.poses(affected, self.graph.pose, self.is_keyframe))
+        self.graph.drop_oldest()
+        self._counters.add("graph_keyframes_dropped", len(drop))
+        return time.perf_counter() - t0
 
     def _new_keyframe(self, job: WindowJob, i: int, descriptors: np.ndarray | None) -> None:
         s = int(job.frames[i].stamp_ns)
@@ -195,7 +210,12 @@ class GraphBackend:
     def optimised_pose(self, stamp: int) -> np.ndarray | None:
         return self.frames.pose(stamp, self.graph.pose, self.is_keyframe)
 
-    def optimised_trajectory(self) -> dict[int, np.ndarray]:
-        """Every kept frame's optimised pose (the graph solved once for all keyframes)."""
+    def optimised_trajectory(self, stamps: list[int] | None = None) -> dict[int, np.ndarray]:
+        """The optimised pose of every kept frame, or of ``stamps`` (the graph solved once for all
+        keyframes)."""
         kf = self.graph.all_poses()
-        return self.frames.poses(self.frames.stamps(), kf.__getitem__, kf.__contains__)
+        return self.frames.poses(self.frames.stamps() if stamps is None else stamps, kf.__getitem__,
+                                 kf.__contains__)
+
+    def newest_stamps(self, n: int) -> list[int]:
+        return self.frames.stamps()[-n:] if n > 0 else self.frames.stamps()

@@ -46,6 +46,9 @@ class KeyframeClouds:
             _, (p, _c) = self._clouds.popitem(last=False)
             self._count -= len(p)
 
+    def stamps(self) -> list[int]:
+        return list(self._clouds)
+
     def rebuild(self, world_map: WorldMap, pose_of: Callable[[int], np.ndarray | None]) -> int:
         """Clear ``world_map`` and insert every kept keyframe's points with ``pose_of(stamp)`` (world
         <- camera; keyframes without a pose are skipped); the number of keyframes placed."""

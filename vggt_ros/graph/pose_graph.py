@@ -42,9 +42,14 @@ class EdgeNoise:
 
 
 class KeyframeGraph:
-    """Keyframe poses (4x4, the core's world units) under every window's relative-pose factors."""
+    """Keyframe poses (4x4, the core's world units) under every window's relative-pose factors.
 
-    def __init__(self) -> None:
+    ``max_keyframes`` (0: no bound): beyond it, :meth:`drop_oldest` rebuilds the graph from its
+    newest half, so memory and update time stay bounded over hours."""
+
+    def __init__(self, max_keyframes: int = 0) -> None:
+        self.max_keyframes = int(max_keyframes)
+        self._factors: list[tuple[int, int, np.ndarray, EdgeNoise, bool]] = []  # to rebuild from
         params = gtsam.ISAM2Params()
         params.setRelinearizeThreshold(0.01)
         params.relinearizeSkip = 1
@@ -65,7 +70,7 @@ class KeyframeGraph:
         return int(stamp) in self._index
 
     def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.__init__(self.max_keyframes)  # type: ignore[misc]
 
     def _key(self, stamp: int) -> int:
         return self._index[int(stamp)]
@@ -75,7 +80,7 @@ class KeyframeGraph:
         stamp = int(stamp)
         if stamp in self._index:
             return
-        key = len(self._index)
+        key = len(self._index)  # keys are 0 .. len - 1, after a rebuild too
         self._index[stamp] = key
         pose = gtsam.Pose3(np.asarray(world_T_camera, np.float64))
         self._values.insert(key, pose)
@@ -94,6 +99,44 @@ class KeyframeGraph:
         rel = gtsam.Pose3(np.asarray(a_T_b, np.float64))
         self._graph.add(gtsam.BetweenFactorPose3(self._key(a), self._key(b), rel, model))
         self.num_factors += 1
+        if self.max_keyframes > 0:
+            self._factors.append((int(a), int(b), np.asarray(a_T_b, np.float64).copy(), noise, loop))
+
+    def over_capacity(self) -> bool:
+        return 0 < self.max_keyframes < len(self._index)
+
+    def oldest_half(self) -> list[int]:
+        """The keyframes :meth:`drop_oldest` would drop (time order)."""
+        return list(self._index)[: len(self._index) - self.max_keyframes // 2]
+
+    def drop_oldest(self) -> list[int]:
+        """Rebuild the graph from its newest ``max_keyframes // 2`` keyframes: their current
+        estimates, the factors between them, and a prior on the oldest one kept with its marginal
+        covariance (the dropped part's information about it). Returns the dropped stamps."""
+        drop = self.oldest_half()
+        if not drop:
+            return []
+        self.update()
+        est = self._isam.calculateEstimate()
+        keep = list(self._index)[len(drop):]
+        first_key = self._index[keep[0]]
+        prior_cov = self._isam.marginalCovariance(first_key)
+        graph, values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+        index = {s: i for i, s in enumerate(keep)}
+        for s in keep:
+            values.insert(index[s], est.atPose3(self._index[s]))
+        graph.add(gtsam.PriorFactorPose3(0, est.atPose3(first_key),
+                                         gtsam.noiseModel.Gaussian.Covariance(prior_cov)))
+        factors = [f for f in self._factors if f[0] in index and f[1] in index]
+        self._isam, self._index, self._factors = gtsam.ISAM2(self._params), index, []
+        self._graph, self._values = graph, values
+        self.num_factors = 1
+        for a, b, rel, noise, loop in factors:
+            loops = self.num_loops
+            self.add_relative(a, b, rel, noise, loop)
+            self.num_loops = loops  # the loop count stays the stream's
+        self.update()
+        return drop
 
     def update(self, iterations: int = 1) -> float:
         """Fold the waiting factors in (one iSAM2 step, more after a loop); seconds spent."""

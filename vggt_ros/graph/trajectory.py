@@ -27,6 +27,7 @@ class FrameObservations:
         self.capacity = int(capacity)
         self._obs: OrderedDict[int, list[tuple[int, np.ndarray, float]]] = OrderedDict()
         self._odometry: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._fixed: dict[int, np.ndarray] = {}  # final poses of frames whose keyframes left the graph
 
     def __len__(self) -> int:
         return len(self._odometry)
@@ -37,6 +38,7 @@ class FrameObservations:
     def clear(self) -> None:
         self._obs.clear()
         self._odometry.clear()
+        self._fixed.clear()
 
     def placed(self, stamp: int, world_T_camera: np.ndarray) -> None:
         """A frame's first (published) pose: its odometry."""
@@ -46,6 +48,7 @@ class FrameObservations:
         while len(self._odometry) > self.capacity:
             old, _ = self._odometry.popitem(last=False)
             self._obs.pop(old, None)
+            self._fixed.pop(old, None)
 
     def observe(self, stamp: int, anchor: int, anchor_T_frame: np.ndarray, weight: float) -> None:
         obs = self._obs.get(int(stamp))
@@ -53,6 +56,17 @@ class FrameObservations:
             return
         obs.append((int(anchor), np.asarray(anchor_T_frame, np.float64).copy(), float(weight)))
         del obs[:-MAX_OBSERVATIONS]
+
+    def anchored_on(self, keyframes: set[int]) -> list[int]:
+        """Frames measured from any of ``keyframes`` (and those keyframes themselves, if kept)."""
+        return [s for s, obs in self._obs.items() if s in keyframes or any(o[0] in keyframes for o in obs)]
+
+    def fix(self, poses: dict[int, np.ndarray]) -> None:
+        """Final poses for frames whose anchors leave the graph: their measurements go."""
+        for s, T in poses.items():
+            if s in self._odometry:
+                self._fixed[s] = np.asarray(T, np.float64).copy()
+                self._obs[s] = []
 
     def odometry(self, stamp: int) -> np.ndarray | None:
         return self._odometry.get(int(stamp))
@@ -85,6 +99,9 @@ class FrameObservations:
         for s in order:
             if is_keyframe(s):
                 out[s] = keyframe_pose(s)
+                continue
+            if s in self._fixed:
+                out[s] = self._fixed[s]
                 continue
             odom = self._odometry.get(s)
             if odom is None:

@@ -283,6 +283,9 @@ _PIPELINE = (
        low_open=True),
     _c("loop_max_keyframes", 5000, int, "Keyframes kept as loop candidates (descriptor and a JPEG "
        "image each); the oldest are forgotten beyond", low=1),
+    _c("graph_max_keyframes", 4000, int, "Keyframes in the pose graph (about 20 KB each); beyond, its "
+       "oldest half leaves it, their frames keep the poses optimised so far. Loop candidates are "
+       "the newest half at most (and at most loop_max_keyframes)", low=2),
     _c("graph_max_frames", 100000, int, "Frames whose optimised pose is kept (corrected path and "
        "trajectory); the oldest are forgotten beyond", low=1),
 )

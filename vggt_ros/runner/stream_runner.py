@@ -268,7 +268,7 @@ class StreamRunner:
         if event is not None:
             placed.loop_closures.append(event)
             placed.map_T_odom = self.pipeline.map_T_odom()
-            placed.optimised_poses = self.pipeline.optimised_trajectory()
+            placed.optimised_poses = self.pipeline.optimised_trajectory(after_loop=True)
 
     def _shrink_after_oom(self, job: WindowJob, exc: BaseException) -> bool:
         """Count an out-of-memory error and shrink the windows; False when the window is dropped."""
