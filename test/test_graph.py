@@ -100,6 +100,13 @@ def test_bounded_graph_keeps_every_frame_and_its_accuracy() -> None:
     e_free, e_bounded = ate(free["opt"], free["gt"])["rmse"], ate(bounded["opt"], bounded["gt"])["rmse"]
     print(f"ATE: graph {e_free * 1e3:.1f} mm, bounded to 8 keyframes {e_bounded * 1e3:.1f} mm")
     assert e_bounded <= 1.15 * e_free
+    # what a loop closure re-publishes: the newest frames (the Path's bound) and the map's keyframes
+    pipe = bounded["pipe"]
+    after_loop, everything = pipe.optimised_trajectory(newest=10), pipe.optimised_trajectory()
+    clouds = set(pipe._kf_clouds.stamps())
+    assert set(after_loop) == set(bounded["stamps"][-10:]) | clouds and len(everything) == len(seq)
+    for s in after_loop:
+        np.testing.assert_allclose(after_loop[s], everything[s])
 
 
 def test_rebuilt_graph_keeps_its_newest_half_and_prior() -> None:

@@ -333,7 +333,8 @@ def replay_bag(
             return StreamRunner(pipe, _make_predictor(opts, growing), on_output,
                                 overlap_outputs=params["overlap_outputs"], log=logger,
                                 health=StreamHealth.from_params(params, clock=STAMP_CLOCK),  # bag clock
-                                time_jump_s=params["time_jump_reset_s"], on_reset=builder.reset)
+                                time_jump_s=params["time_jump_reset_s"], on_reset=builder.reset,
+                                path_max_poses=params["path_max_poses"])
 
         def frames() -> Iterator[Frame]:
             nonlocal oracle_skipped

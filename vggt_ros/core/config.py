@@ -75,7 +75,6 @@ class PipelineConfig:
     # --- world map ----------------------------------------------------------------------------------
     voxel_size: float = _d("voxel_size")
     map_max_points: int = _d("map_max_points")
-    path_max_poses: int = _d("path_max_poses")  # the poses a loop closure re-publishes
     map_update: str = _d("map_update")
     # --- tracks -------------------------------------------------------------------------------------
     num_track_queries: int = _d("num_track_queries")

@@ -439,17 +439,16 @@ class StreamingPipeline:
         with self._lock:
             return None if self._graph is None else self._graph.close_loop(job, prediction)
 
-    def optimised_trajectory(self, after_loop: bool = False) -> dict[int, np.ndarray]:
+    def optimised_trajectory(self, newest: int | None = None) -> dict[int, np.ndarray]:
         """Every kept frame's optimised pose, published world and units (empty without a graph).
-        ``after_loop``: only what a loop closure re-publishes, the newest ``path_max_poses`` frames
-        (the Path keeps no more) and the keyframes whose points the map keeps: a bounded cost."""
+        ``newest``: what a loop closure re-publishes, the newest ``newest`` frames (0: all; the Path
+        keeps no more) and the keyframes whose points the map keeps: a bounded cost."""
         with self._lock:
             if self._graph is None:
                 return {}
             stamps = None
-            if after_loop:
-                stamps = self._graph.newest_stamps(self.config.path_max_poses)
-                stamps = sorted(set(stamps) | set(self._kf_clouds.stamps()))
+            if newest is not None:
+                stamps = sorted(set(self._graph.newest_stamps(newest)) | set(self._kf_clouds.stamps()))
             m = self._scale.scale
             return {s: to_output_pose(T, m, self._world_T_optical)
                     for s, T in self._graph.optimised_trajectory(stamps).items()}

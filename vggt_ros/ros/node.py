@@ -225,7 +225,8 @@ class VggtNode(LifecycleNode):
         predictor = self._predictor if self._predictor is not None else build_engine(p)
         self.runner = StreamRunner(pipeline, predictor, self._on_output, overlap_outputs=p["overlap_outputs"],
                                    log=self.get_logger(), health=StreamHealth.from_params(p),
-                                   time_jump_s=p["time_jump_reset_s"], on_reset=self._reset_outputs)
+                                   time_jump_s=p["time_jump_reset_s"], on_reset=self._reset_outputs,
+                                   path_max_poses=p["path_max_poses"])
         self.camera_input = CameraInput(p, self._counters, self._warn, self._add_frame, self._lookup)
         units = "metres" if pipeline.is_metric else "VGGT world units (scale_source none)" \
             if p["scale_source"] == "none" else "VGGT world units until the metric scale is known"

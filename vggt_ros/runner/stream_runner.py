@@ -54,8 +54,10 @@ class StreamRunner:
 
     def __init__(self, pipeline: StreamingPipeline, predictor: Predictor, on_output: OutputCallback, *,
                  overlap_outputs: bool = True, log: Any = None, health: StreamHealth | None = None,
-                 time_jump_s: float = 0.0, on_reset: Callable[[], None] | None = None) -> None:
+                 time_jump_s: float = 0.0, on_reset: Callable[[], None] | None = None,
+                 path_max_poses: int = 0) -> None:
         self.pipeline = pipeline
+        self._path_max_poses = int(path_max_poses)  # the poses a loop closure re-publishes (0: all)
         self.predictor = predictor
         self._on_output = on_output
         self._overlap = bool(overlap_outputs)
@@ -268,7 +270,7 @@ class StreamRunner:
         if event is not None:
             placed.loop_closures.append(event)
             placed.map_T_odom = self.pipeline.map_T_odom()
-            placed.optimised_poses = self.pipeline.optimised_trajectory(after_loop=True)
+            placed.optimised_poses = self.pipeline.optimised_trajectory(newest=self._path_max_poses)
 
     def _shrink_after_oom(self, job: WindowJob, exc: BaseException) -> bool:
         """Count an out-of-memory error and shrink the windows; False when the window is dropped."""
