@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import time
 
 import numpy as np
+from node_soak import rss_mib  # the sibling benchmark's /proc reader
 
 from vggt_ros.core.config import PipelineConfig
 from vggt_ros.core.oracle import OraclePredictor
@@ -27,11 +29,6 @@ from vggt_ros.core.pipeline import StreamingPipeline
 from vggt_ros.core.types import Frame
 from vggt_ros.runner.stream_runner import StreamRunner
 from vggt_ros.sim.periodic import PeriodicOrbit
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024.0
 
 
 def run(frames: int, rate: float, **overrides: object) -> tuple[list[float], dict[str, int], list[str]]:
@@ -54,7 +51,7 @@ def run(frames: int, rate: float, **overrides: object) -> tuple[list[float], dic
         per_frame.append(time.perf_counter() - t0)
         if (k + 1) % max(1, frames // 5) == 0:
             c = pipe.counters()
-            state.append(f"{rss_mib():.0f} MiB / {c.get('graph_keyframes', 0)} kf")
+            state.append(f"{rss_mib(os.getpid()):.0f} MiB / {c.get('graph_keyframes', 0)} kf")
     runner.finish()
     fifths = [1e3 * float(np.mean(x)) for x in np.array_split(np.array(per_frame), 5)]
     return fifths, {k: v for k, v in pipe.counters().items() if k.startswith(("loop_", "graph_"))}, state

@@ -426,7 +426,8 @@ class StreamingPipeline:
             return None if self._graph is None else self._graph.correction()
 
     def loop_job(self) -> LoopJob | None:
-        """A keyframe pair to verify with the predictor (the worker runs it after placing a window)."""
+        """A loop candidate's verification window to predict (the worker runs it after placing a
+        window)."""
         with self._lock:
             latest = self._buffer.last_keyframe()
             if self._graph is None or latest is None:
@@ -435,7 +436,7 @@ class StreamingPipeline:
             return self._graph.loop_job(None if st is None else (st.depth, st.conf))
 
     def close_loop(self, job: LoopJob, prediction: Prediction) -> LoopClosure | None:
-        """Verify the predicted pair of :meth:`loop_job`; the accepted loop closure, or None."""
+        """Verify the predicted window of :meth:`loop_job`; the accepted loop closure, or None."""
         with self._lock:
             return None if self._graph is None else self._graph.close_loop(job, prediction)
 

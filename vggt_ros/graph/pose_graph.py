@@ -91,11 +91,15 @@ class KeyframeGraph:
 
     def add_relative(self, a: int, b: int, a_T_b: np.ndarray, noise: EdgeNoise, loop: bool = False) -> None:
         """A measured pose of keyframe ``b`` in keyframe ``a``'s camera (both already added)."""
+        if loop:
+            self.num_loops += 1  # the stream's count: a rebuild re-adds factors without counting them
+        self._add_between(a, b, a_T_b, noise, loop)
+
+    def _add_between(self, a: int, b: int, a_T_b: np.ndarray, noise: EdgeNoise, loop: bool) -> None:
         model = noise.model()
         if loop:
             model = gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(LOOP_CAUCHY_K),
                                                    model)
-            self.num_loops += 1
         rel = gtsam.Pose3(np.asarray(a_T_b, np.float64))
         self._graph.add(gtsam.BetweenFactorPose3(self._key(a), self._key(b), rel, model))
         self.num_factors += 1
@@ -132,9 +136,7 @@ class KeyframeGraph:
         self._graph, self._values = graph, values
         self.num_factors = 1
         for a, b, rel, noise, loop in factors:
-            loops = self.num_loops
-            self.add_relative(a, b, rel, noise, loop)
-            self.num_loops = loops  # the loop count stays the stream's
+            self._add_between(a, b, rel, noise, loop)
         self.update()
         return drop
 

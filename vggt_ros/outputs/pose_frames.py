@@ -90,8 +90,8 @@ class PoseFrames:
             return PlacedPose(world_T_camera, camera_frame, (world_T_camera, self.world_frame, camera_frame))
         if self._mount is None:
             self._decide_mount(camera_frame, stamp_ns)
-        assert self._mount is not None
-        w_T_base = self._mount @ self._optical_T_world @ world_T_camera @ invert_pose(self._mount)
+        w_T_base = self.published_pose(world_T_camera)
+        assert w_T_base is not None  # the mount is decided
         if not self.map_to_odom:
             return PlacedPose(w_T_base, self.child_frame, (w_T_base, self.odom_frame, self.child_frame))
         odom_T_base = None

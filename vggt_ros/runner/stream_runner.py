@@ -248,7 +248,7 @@ class StreamRunner:
                     return
 
     def _verify_loop(self, placed: PlacedWindow) -> None:
-        """Predict the pose graph's loop candidate pair, if any, and let the pipeline verify it; an
+        """Predict the pose graph's loop candidate window, if any, and let the pipeline verify it; an
         accepted loop travels with this window (its outputs carry the new correction)."""
         job = self.pipeline.loop_job()
         if job is None:
