@@ -285,3 +285,56 @@ def test_batched_frame_poses_equal_one_by_one() -> None:
         R = Rotation.from_matrix(np.stack([T[:3, :3] for T in Ts])).mean(weights=w).as_matrix()
         assert rotation_angle_deg(batch[s][:3, :3].T @ R) < 0.01  # chordal vs quaternion mean: close
         assert abs(np.linalg.det(batch[s][:3, :3]) - 1) < 1e-9
+
+
+def test_keyframe_clouds_rebuild_at_the_current_metric_scale() -> None:
+    """A cloud kept at 0.5 m per world unit, rebuilt at 1.0: twice as far from its camera."""
+    from vggt_ros.core.world_map import WorldMap
+    from vggt_ros.graph.keyframe_clouds import KeyframeClouds
+
+    clouds = KeyframeClouds(100)
+    pts = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 2.0]])
+    clouds.add(7, pts, np.zeros((2, 3), np.uint8), 0.5)
+    T = np.eye(4)
+    T[:3, 3] = [10.0, 0.0, 0.0]
+    world = WorldMap(voxel_size=0.0)
+    assert clouds.rebuild(world, {7: T}.get, 1.0) == 1
+    np.testing.assert_allclose(np.sort(world.points, axis=0), np.sort(2.0 * pts + T[:3, 3], axis=0),
+                               atol=1e-6)
+
+
+def test_map_rebuilt_after_a_loop_keeps_the_metric_scale_it_moved_to() -> None:
+    """A depth camera whose scale changes mid-loop (the metric factor follows, rolling median): the
+    map rebuilt at the loop closure holds the early keyframes at the new scale, on the scene."""
+    import dataclasses
+
+    fps = 10.0
+    seq = make_sequence("loop", int(np.ceil(16 * fps)) + 3, H, W, fps=fps, seed=0)
+    frames = seq.to_frames(with_depth=True)
+    half = len(frames) // 2
+    frames = frames[:half] + [dataclasses.replace(f, metric_depth=2.0 * f.metric_depth)
+                              for f in frames[half:]]
+    pipe = StreamingPipeline(PipelineConfig(
+        target_size=NET, pose_graph=True, scale_source="depth", scale_freeze_samples=0,
+        world_frame_convention="optical"))
+    loops: list[Any] = []
+    runner = StreamRunner(pipe, OraclePredictor(seq, target_size=NET, seed=7),
+                          lambda out, _lat: loops.extend(out.loop_closures))
+    for f in frames:
+        runner.add_frame(f)
+        runner.run_ready()
+    runner.finish()
+    assert loops and pipe.is_metric and pipe.scale > 0
+    points, _colors = pipe.map_snapshot()
+    # the world is the first camera's optical frame, at twice the metres: halved, the points lie on
+    # the surfaces the first camera sees (the map holds the whole room: the ones in front of it)
+    p = points / 2.0
+    K, depth = seq.K, seq.render_frame(0)[1]
+    u = K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2]
+    v = K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]
+    seen = (p[:, 2] > 0.1) & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    assert seen.sum() > 200
+    d = depth[np.rint(v[seen]).astype(int), np.rint(u[seen]).astype(int)]
+    rel = np.abs(p[seen, 2] - d) / d
+    print(f"{seen.sum()} map points in view of the first camera: median depth error {np.median(rel):.3%}")
+    assert np.median(rel) < 0.02

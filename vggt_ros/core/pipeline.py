@@ -371,13 +371,13 @@ class StreamingPipeline:
             W = self._world_T_optical
             correction = W @ scale_pose(placed.map_T_odom, metres_per_unit) @ invert_pose(W)
         if placed.optimised_poses:  # a loop closed: re-place every keyframe's points
-            self._kf_clouds.rebuild(self._map, placed.optimised_poses.get)
+            self._kf_clouds.rebuild(self._map, placed.optimised_poses.get, metres_per_unit)
         for fo in frames_out:
             if cfg.map_update == "all" or fo.is_keyframe:
                 T = fo.world_T_camera if correction is None else correction @ fo.world_T_camera
                 self._map.add(fo.points.astype(np.float64) @ T[:3, :3].T + T[:3, 3], fo.colors)
             if fo.is_keyframe and self._graph is not None:
-                self._kf_clouds.add(fo.stamp_ns, fo.points, fo.colors)
+                self._kf_clouds.add(fo.stamp_ns, fo.points, fo.colors, metres_per_unit)
         timings["map"] = time.perf_counter() - t
         loops = [dataclasses.replace(e, match_T_query=scale_pose(e.match_T_query, metres_per_unit),
                                      correction_translation=e.correction_translation * metres_per_unit)
